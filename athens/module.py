@@ -1,0 +1,341 @@
+"""
+Module paths, versions and file paths as the ``go`` command defines them.
+
+Pure functions, no I/O.  Everything a client sends passes through here
+before it may reach storage, so the rules are strict: they follow
+``golang.org/x/mod/module`` and ``golang.org/x/mod/semver`` and add length
+limits, so that a path can never name a file outside the storage root.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import cmp_to_key
+from typing import Iterable
+
+import attrs
+
+#: Longest module path accepted (bytes); far above any real one, below PATH_MAX.
+MAX_PATH_LENGTH = 1024
+#: Longest path element (bytes): NAME_MAX on every common file system.
+MAX_ELEMENT_LENGTH = 255
+#: Longest version or version query accepted.
+MAX_VERSION_LENGTH = 200
+
+
+class InvalidInput(ValueError):
+    """A module path, version or file path that breaks the rules; the text is for the client."""
+
+
+@attrs.frozen
+class ModuleVersion:
+    """A module at one version, decoded (upper case as upper case)."""
+
+    path: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.path}@{self.version}"
+
+
+# --- case encoding ---------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Case-encode: ``A`` becomes ``!a``. The caller has checked ``text``."""
+    if not any("A" <= c <= "Z" for c in text):
+        return text
+    return "".join("!" + c.lower() if "A" <= c <= "Z" else c for c in text)
+
+
+def unescape(text: str, what: str = "path") -> str:
+    """Undo case-encoding; a ``!`` not before ``a``-``z`` or a bare capital is invalid."""
+    if "!" not in text:
+        if any("A" <= c <= "Z" for c in text):
+            raise InvalidInput(f"invalid escaped module {what} {text!r}: upper-case letter must be written !x")
+        return text
+    out: list[str] = []
+    bang = False
+    for c in text:
+        if bang:
+            if not "a" <= c <= "z":
+                raise InvalidInput(f"invalid escaped module {what} {text!r}: '!' must precede a lower-case letter")
+            out.append(c.upper())
+            bang = False
+        elif c == "!":
+            bang = True
+        elif "A" <= c <= "Z":
+            raise InvalidInput(f"invalid escaped module {what} {text!r}: upper-case letter must be written !x")
+        else:
+            out.append(c)
+    if bang:
+        raise InvalidInput(f"invalid escaped module {what} {text!r}: trailing '!'")
+    return "".join(out)
+
+
+# --- paths -----------------------------------------------------------------
+
+_MOD_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
+_FIRST_ELEM_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+_FILE_NAME_ASCII = frozenset("!#$%&()+,-.=@[]^_{}~ ")
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
+)
+_SHORT_NAME = re.compile(r"~[0-9]+$")
+
+
+def _file_char_ok(c: str) -> bool:
+    if c < "\x80":
+        return c.isascii() and (c.isalnum() or c in _FILE_NAME_ASCII)
+    return unicodedata.category(c).startswith("L")
+
+
+def _check_element(elem: str, kind: str, path: str) -> None:
+    if elem == "":
+        raise InvalidInput(f"malformed {kind} {path!r}: empty path element")
+    if elem.count(".") == len(elem):
+        raise InvalidInput(f"malformed {kind} {path!r}: invalid path element {elem!r}")
+    if elem[0] == "." and kind == "module path":
+        raise InvalidInput(f"malformed {kind} {path!r}: leading dot in path element")
+    if elem[-1] == ".":
+        raise InvalidInput(f"malformed {kind} {path!r}: trailing dot in path element")
+    if len(elem.encode()) > MAX_ELEMENT_LENGTH:
+        raise InvalidInput(f"malformed {kind} {path!r}: path element longer than {MAX_ELEMENT_LENGTH} bytes")
+    ok = (lambda c: c in _MOD_PATH_CHARS) if kind == "module path" else _file_char_ok
+    for c in elem:
+        if not ok(c):
+            raise InvalidInput(f"malformed {kind} {path!r}: invalid char {c!r}")
+    short = elem.split(".", 1)[0]
+    if short.upper() in _RESERVED:
+        raise InvalidInput(f"malformed {kind} {path!r}: disallowed path element {elem!r}")
+    if _SHORT_NAME.search(short):
+        raise InvalidInput(f"malformed {kind} {path!r}: trailing tilde and digits in path element")
+
+
+def _check_path_common(path: str, kind: str) -> None:
+    if path == "":
+        raise InvalidInput(f"malformed {kind}: empty string")
+    if "\x00" in path:
+        raise InvalidInput(f"malformed {kind}: NUL byte")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+        raise InvalidInput(f"malformed {kind}: longer than {MAX_PATH_LENGTH} bytes")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"malformed {kind}: invalid UTF-8") from None
+    if path[0] == "-":
+        raise InvalidInput(f"malformed {kind} {path!r}: leading dash")
+    if "//" in path:
+        raise InvalidInput(f"malformed {kind} {path!r}: double slash")
+    if path[-1] == "/":
+        raise InvalidInput(f"malformed {kind} {path!r}: trailing slash")
+    if path[0] == "/":
+        raise InvalidInput(f"malformed {kind} {path!r}: leading slash")
+    for elem in path.split("/"):
+        _check_element(elem, kind, path)
+
+
+def check_path(path: str) -> None:
+    """Validate a decoded module path (``module.CheckPath``)."""
+    _check_path_common(path, "module path")
+    first = path.split("/", 1)[0]
+    if "." not in first:
+        raise InvalidInput(f"malformed module path {path!r}: missing dot in first path element")
+    for c in first:
+        if c not in _FIRST_ELEM_CHARS:
+            raise InvalidInput(f"malformed module path {path!r}: invalid char {c!r} in first path element")
+    split_path_version(path)
+
+
+def check_file_path(path: str) -> None:
+    """Validate a file path inside a module zip (``module.CheckFilePath``)."""
+    _check_path_common(path, "file path")
+
+
+def split_path_version(path: str) -> tuple[str, str]:
+    """Split ``a/b/v2`` into (``a/b``, ``/v2``); raise if the major suffix is malformed."""
+    if path.startswith("gopkg.in/"):
+        return _split_gopkg_in(path)
+    i = len(path)
+    dot = False
+    while i > 0 and (path[i - 1].isdigit() or path[i - 1] == "."):
+        dot = dot or path[i - 1] == "."
+        i -= 1
+    if i <= 1 or i == len(path) or path[i - 1] != "v" or path[i - 2] != "/":
+        return path, ""
+    prefix, major = path[: i - 2], path[i - 2 :]
+    if dot or len(major) <= 2 or major[2] == "0" or major == "/v1":
+        raise InvalidInput(f"malformed module path {path!r}: invalid version suffix {major!r}")
+    return prefix, major
+
+
+def _split_gopkg_in(path: str) -> tuple[str, str]:
+    i = len(path) - (len("-unstable") if path.endswith("-unstable") else 0)
+    while i > 0 and path[i - 1].isdigit():
+        i -= 1
+    bad = InvalidInput(f"malformed module path {path!r}: invalid gopkg.in version suffix")
+    if i <= 1 or path[i - 1] != "v" or path[i - 2] != ".":
+        raise bad
+    prefix, major = path[: i - 2], path[i - 2 :]
+    if len(major) <= 2 or (major[2] == "0" and major != ".v0"):
+        raise bad
+    return prefix, major
+
+
+# --- semantic versions ------------------------------------------------------
+
+
+@attrs.frozen
+class Semver:
+    major: str
+    minor: str
+    patch: str
+    short: str
+    prerelease: str
+    build: str
+
+
+_NUM = r"(0|[1-9][0-9]*)"
+_IDENT = r"[0-9A-Za-z-]+"
+_SEMVER = re.compile(
+    rf"^v{_NUM}(?:\.{_NUM}(?:\.{_NUM})?)?"
+    rf"(-{_IDENT}(?:\.{_IDENT})*)?"
+    rf"(\+{_IDENT}(?:\.{_IDENT})*)?$"
+)
+
+
+def parse_semver(v: str) -> Semver | None:
+    m = _SEMVER.match(v)
+    if not m:
+        return None
+    major, minor, patch, pre, build = m.groups()
+    if pre:
+        for ident in pre[1:].split("."):
+            if ident.isdigit() and len(ident) > 1 and ident[0] == "0":
+                return None
+    if minor is None:
+        short, minor, patch = ".0.0", "0", "0"
+    elif patch is None:
+        short, patch = ".0", "0"
+    else:
+        short = ""
+    if short and (pre or build):
+        return None  # v1-pre and v1.2+meta are not valid in Go's semver
+    return Semver(major, minor, patch, short, pre or "", build or "")
+
+
+def is_valid_semver(v: str) -> bool:
+    return parse_semver(v) is not None
+
+
+def canonical(v: str) -> str:
+    """``v1.2`` -> ``v1.2.0``; build metadata dropped; ``""`` if invalid."""
+    p = parse_semver(v)
+    if p is None:
+        return ""
+    return f"v{p.major}.{p.minor}.{p.patch}{p.prerelease}"
+
+
+def _cmp_int(a: str, b: str) -> int:
+    return (len(a) > len(b)) - (len(a) < len(b)) or (a > b) - (a < b)
+
+
+def _cmp_pre(x: str, y: str) -> int:
+    if x == y:
+        return 0
+    if x == "":
+        return 1
+    if y == "":
+        return -1
+    xs, ys = x[1:].split("."), y[1:].split(".")
+    for a, b in zip(xs, ys):
+        if a == b:
+            continue
+        an, bn = a.isdigit(), b.isdigit()
+        if an and bn:
+            return _cmp_int(a, b)
+        if an != bn:
+            return -1 if an else 1
+        return -1 if a < b else 1
+    return (len(xs) > len(ys)) - (len(xs) < len(ys))
+
+
+def compare(v: str, w: str) -> int:
+    """Semver order; an invalid version sorts below every valid one."""
+    pv, pw = parse_semver(v), parse_semver(w)
+    if pv is None or pw is None:
+        return 0 if pv is pw else (-1 if pv is None else 1)
+    for a, b in ((pv.major, pw.major), (pv.minor, pw.minor), (pv.patch, pw.patch)):
+        c = _cmp_int(a, b)
+        if c:
+            return c
+    return _cmp_pre(pv.prerelease, pw.prerelease)
+
+
+def sort_versions(versions: Iterable[str]) -> list[str]:
+    return sorted(versions, key=cmp_to_key(lambda a, b: compare(a, b) or ((a > b) - (a < b))))
+
+
+_PSEUDO = re.compile(r"^v[0-9]+\.(0\.0-|\d+\.\d+-([^+]*\.)?0\.)\d{14}-[A-Za-z0-9]+(\+[0-9A-Za-z-]+)?$")
+
+
+def is_pseudo_version(v: str) -> bool:
+    return v.count("-") >= 2 and is_valid_semver(v) and bool(_PSEUDO.match(v))
+
+
+def check_version(path: str, version: str) -> None:
+    """A version that may be stored for ``path``: canonical, with the right major."""
+    if len(version) > MAX_VERSION_LENGTH:
+        raise InvalidInput(f"invalid version: longer than {MAX_VERSION_LENGTH} characters")
+    p = parse_semver(version)
+    if p is None:
+        raise InvalidInput(f"invalid version {version!r}: not a semantic version")
+    if p.build not in ("", "+incompatible") or p.short:
+        raise InvalidInput(f"invalid version {version!r}: not a canonical version (want {canonical(version)!r})")
+    _, path_major = split_path_version(path)
+    major = "v" + p.major
+    if p.build == "+incompatible":
+        if path_major or p.major in ("0", "1"):
+            raise InvalidInput(f"invalid version {version!r}: +incompatible needs v2 or later and a path without /vN")
+        return
+    if path_major.startswith(".v"):  # gopkg.in
+        want = path_major[1:].removesuffix("-unstable")
+        if major == want or (version.startswith("v0.0.0-") and want == "v1"):
+            return
+        raise InvalidInput(f"invalid version {version!r}: should be {want}, not {major}")
+    if path_major:
+        if major != path_major[1:]:
+            raise InvalidInput(f"invalid version {version!r}: should be {path_major[1:]}, not {major}")
+    elif p.major not in ("0", "1"):
+        raise InvalidInput(f"invalid version {version!r}: should be v0 or v1, not {major} (or add +incompatible)")
+
+
+_QUERY_FORBIDDEN = re.compile(r"[\x00-\x20\x7f/\\]")
+
+
+def check_query(query: str) -> None:
+    """A version query (``master``, ``abc1234``, ``v1.2``): safe to log and to pass on, never a path."""
+    if not query or len(query) > MAX_VERSION_LENGTH:
+        raise InvalidInput("invalid version: empty or too long")
+    if _QUERY_FORBIDDEN.search(query) or query in (".", "..") or query.startswith("-"):
+        raise InvalidInput(f"invalid version {query!r}")
+
+
+# --- protocol request paths ------------------------------------------------
+
+
+def decode_module(escaped: str) -> str:
+    """A module path from the URL (already percent-decoded), validated."""
+    if len(escaped) > MAX_PATH_LENGTH * 2:
+        raise InvalidInput("malformed module path: too long")
+    path = unescape(escaped, "path")
+    check_path(path)
+    return path
+
+
+def decode_version(escaped: str) -> str:
+    """A version or version query from the URL, validated as a query."""
+    version = unescape(escaped, "version")
+    check_query(version)
+    return version

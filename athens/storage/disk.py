@@ -1,0 +1,236 @@
+"""
+Disk storage in Athens' own layout, written atomically.
+
+``<root>/<module>/<version>/`` holds ``go.mod``, ``source.zip`` and
+``<version>.info``, exactly as Athens' disk storage does, so an existing
+Athens cache is served unchanged.  Unlike Athens, a version is written into
+``<root>/.athens-tmp/`` first, fsynced, and renamed into place: a reader (or a
+crash) sees the whole version or nothing.  Every file operation runs in the
+reactor's thread pool.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import time
+from typing import IO, AsyncIterable, AsyncIterator
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.threads import deferToThread
+from zope.interface import implementer
+
+from athens.module import ModuleVersion, is_valid_semver
+from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, page, sized
+
+CHUNK = 256 << 10
+TMP_DIR = ".athens-tmp"
+#: Leftovers of a crash older than this are removed at start (younger ones may be another worker's).
+STALE_TMP_SECONDS = 3600
+
+
+def _version_files(version: str) -> tuple[str, str, str]:
+    return ("go.mod", "source.zip", version + ".info")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@attrs.define
+class FileBlob:
+    """A Blob over an open file: the handle pins the content even if the version is deleted meanwhile."""
+
+    _file: IO[bytes]
+    size: int
+    chunk_size: int = CHUNK
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                chunk = await deferToThread(self._file.read, self.chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@implementer(IStorage)
+@attrs.define
+class DiskStorage:
+    root: str = attrs.field(converter=lambda p: os.path.abspath(os.fspath(p)))
+    name = "disk"
+
+    def __attrs_post_init__(self) -> None:
+        os.makedirs(os.path.join(self.root, TMP_DIR), exist_ok=True)
+        self._remove_stale_tmp()
+
+    # -- paths (module and version were validated by athens.module) --
+
+    def _module_dir(self, module: str) -> str:
+        path = os.path.normpath(os.path.join(self.root, module))
+        if not path.startswith(self.root + os.sep) or os.path.basename(path) == TMP_DIR:
+            raise StorageError(f"refusing module path outside the storage root: {module!r}")
+        return path
+
+    def _version_dir(self, module: str, version: str) -> str:
+        if not is_valid_semver(version) or os.sep in version:
+            raise NotFound(f"{module}@{version}: not found")
+        return os.path.join(self._module_dir(module), version)
+
+    def _complete(self, vdir: str) -> bool:
+        version = os.path.basename(vdir)
+        return all(os.path.isfile(os.path.join(vdir, f)) for f in _version_files(version))
+
+    def _read(self, module: str, version: str, name: str) -> bytes:
+        try:
+            with open(os.path.join(self._version_dir(module, version), name), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{module}@{version}: not found") from None
+
+    # -- IStorage --
+
+    def list(self, module: str) -> Deferred[list[str]]:
+        def versions() -> list[str]:
+            mdir = self._module_dir(module)
+            try:
+                names = os.listdir(mdir)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+            return [n for n in names if is_valid_semver(n) and self._complete(os.path.join(mdir, n))]
+
+        return deferToThread(versions)
+
+    def info(self, module: str, version: str) -> Deferred[bytes]:
+        return deferToThread(self._read, module, version, version + ".info")
+
+    def go_mod(self, module: str, version: str) -> Deferred[bytes]:
+        return deferToThread(self._read, module, version, "go.mod")
+
+    def zip(self, module: str, version: str) -> Deferred[FileBlob]:
+        def open_zip() -> FileBlob:
+            try:
+                f = open(os.path.join(self._version_dir(module, version), "source.zip"), "rb")
+            except (FileNotFoundError, NotADirectoryError):
+                raise NotFound(f"{module}@{version}: not found") from None
+            return FileBlob(f, os.fstat(f.fileno()).st_size)
+
+        return deferToThread(open_zip)
+
+    def exists(self, module: str, version: str) -> Deferred[bool]:
+        def check() -> bool:
+            try:
+                return self._complete(self._version_dir(module, version))
+            except NotFound:
+                return False
+
+        return deferToThread(check)
+
+    def save(self, module: str, version: str, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> Deferred[bool]:
+        return ensureDeferred(self._save(module, version, info, mod, zip))
+
+    async def _save(self, module: str, version: str, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> bool:
+        target = self._version_dir(module, version)
+        if await deferToThread(self._complete, target):
+            return False
+        tmp = await deferToThread(tempfile.mkdtemp, prefix="save-", dir=os.path.join(self.root, TMP_DIR))
+        try:
+            await deferToThread(self._write_small, tmp, version, info, mod)
+            f = await deferToThread(open, os.path.join(tmp, "source.zip"), "wb")
+            try:
+                async for chunk in sized(zip):
+                    await deferToThread(f.write, chunk)
+                await deferToThread(lambda: (f.flush(), os.fsync(f.fileno())))
+            finally:
+                f.close()
+            return await deferToThread(self._publish, tmp, target)
+        finally:
+            await deferToThread(shutil.rmtree, tmp, True)
+
+    @staticmethod
+    def _write_small(tmp: str, version: str, info: bytes, mod: bytes) -> None:
+        _write_file(os.path.join(tmp, "go.mod"), mod)
+        _write_file(os.path.join(tmp, version + ".info"), info)
+
+    def _publish(self, tmp: str, target: str) -> bool:
+        """Rename the finished version into place; False if a complete one is already there."""
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        _fsync_dir(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if self._complete(target):
+                return False
+            # A partial directory from a non-atomic writer (Athens, or a crash
+            # of one): move it aside and put the whole version in its place.
+            self._discard(target)
+            os.rename(tmp, target)
+        _fsync_dir(parent)
+        return True
+
+    def _discard(self, path: str) -> None:
+        trash = tempfile.mkdtemp(prefix="del-", dir=os.path.join(self.root, TMP_DIR))
+        os.rename(path, os.path.join(trash, "v"))
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def delete(self, module: str, version: str) -> Deferred[None]:
+        def remove() -> None:
+            target = self._version_dir(module, version)
+            if not self._complete(target):
+                raise NotFound(f"{module}@{version}: not found")
+            self._discard(target)  # one rename: readers see all of it or none
+
+        return deferToThread(remove)
+
+    def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
+        return deferToThread(lambda: page(self._walk(), token, limit))
+
+    def _walk(self) -> list[ModuleVersion]:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if dirpath == self.root and TMP_DIR in dirnames:
+                dirnames.remove(TMP_DIR)
+            version = os.path.basename(dirpath)
+            if is_valid_semver(version) and all(f in filenames for f in _version_files(version)):
+                module = os.path.relpath(os.path.dirname(dirpath), self.root).replace(os.sep, "/")
+                found.append(ModuleVersion(module, version))
+        return found
+
+    def ping(self) -> Deferred[None]:
+        def check() -> None:
+            if not os.path.isdir(self.root) or not os.access(self.root, os.W_OK | os.X_OK):
+                raise StorageError(f"storage root {self.root} is not a writable directory")
+
+        return deferToThread(check)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+    def _remove_stale_tmp(self) -> None:
+        tmp_root = os.path.join(self.root, TMP_DIR)
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for entry in os.scandir(tmp_root):
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                shutil.rmtree(entry.path, ignore_errors=True)

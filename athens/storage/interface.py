@@ -1,0 +1,120 @@
+"""
+The one interface every storage backend implements.
+
+Every method returns a Deferred.  A version is saved all or nothing: no
+reader ever sees part of one, and a version, once stored, never changes
+(a second save of it is refused and reported, not applied).
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterable, AsyncIterator, Iterable, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from athens.module import ModuleVersion
+
+
+class StorageError(Exception):
+    """Storage failed; the request cannot be answered from it."""
+
+
+class NotFound(StorageError):
+    """The module version (or module) is not stored."""
+
+
+class StorageUnavailable(StorageError):
+    """The store is down or unreachable (answered with 503)."""
+
+
+class Blob(Protocol):
+    """A stored zip being read: its size, then its bytes in chunks."""
+
+    size: int
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The content, once, in order; stops early if the reader stops iterating."""
+
+    def close(self) -> None:
+        """Release what reading holds (file handles, connections); idempotent."""
+
+
+@attrs.frozen
+class CatalogPage:
+    """One page of the catalog, in ``(path, version)`` order."""
+
+    items: list[ModuleVersion]
+    #: Pass back to get the next page; ``""`` when this page is the last.
+    next_token: str
+
+
+class IStorage(Interface):
+    name = Attribute("Short backend name for logs and /readyz (memory, disk, ...).")
+
+    def list(module: str) -> Deferred[list[str]]:
+        """The stored versions of ``module`` (unsorted); ``[]`` if none."""
+
+    def info(module: str, version: str) -> Deferred[bytes]:
+        """The ``.info`` JSON; fails with NotFound."""
+
+    def go_mod(module: str, version: str) -> Deferred[bytes]:
+        """The ``go.mod`` bytes; fails with NotFound."""
+
+    def zip(module: str, version: str) -> Deferred[Blob]:
+        """The source zip as a Blob; fails with NotFound. The caller closes it."""
+
+    def exists(module: str, version: str) -> Deferred[bool]:
+        """Whether the whole version is stored."""
+
+    def save(module: str, version: str, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> Deferred[bool]:
+        """
+        Store a version all or nothing.  True if stored; False if the version
+        was already there (it is kept unchanged).  If ``zip`` fails or exceeds
+        the size limit, nothing is stored and the error propagates.
+        """
+
+    def delete(module: str, version: str) -> Deferred[None]:
+        """Remove a version at once; fails with NotFound."""
+
+    def catalog(token: str, limit: int) -> Deferred[CatalogPage]:
+        """Up to ``limit`` stored versions after ``token`` (``""``: from the start)."""
+
+    def ping() -> Deferred[None]:
+        """Fails unless the store can serve requests now (readiness)."""
+
+    def close() -> Deferred[None]:
+        """Release connections and pools at shutdown."""
+
+
+#: The largest zip the go command accepts; storage refuses anything larger.
+MAX_ZIP_SIZE = 500 << 20
+
+
+class ZipTooLarge(StorageError):
+    """The zip stream passed :data:`MAX_ZIP_SIZE`."""
+
+
+async def sized(zip: AsyncIterable[bytes], limit: int | None = None) -> AsyncIterator[bytes]:
+    """Pass chunks through, failing as soon as the total passes ``limit`` (default :data:`MAX_ZIP_SIZE`)."""
+    limit = MAX_ZIP_SIZE if limit is None else limit
+    total = 0
+    async for chunk in zip:
+        total += len(chunk)
+        if total > limit:
+            raise ZipTooLarge(f"zip larger than {limit} bytes")
+        yield chunk
+
+
+def page(items: Iterable[ModuleVersion], token: str, limit: int) -> CatalogPage:
+    """
+    Cut one catalog page from every stored version.  The token is the last
+    ``path@version`` served: ``@`` never occurs in a module path.
+    """
+    after = tuple(token.rsplit("@", 1)) if token else ("",)
+    ordered = sorted((i.path, i.version) for i in items)
+    rest = [ModuleVersion(p, v) for p, v in ordered if (p, v) > after]
+    chosen = rest[: max(limit, 1)]
+    more = len(rest) > len(chosen)
+    return CatalogPage(chosen, str(chosen[-1]) if more else "")

@@ -1,0 +1,99 @@
+"""In-process storage for development and tests: fast, shared by nothing, lost at exit."""
+
+from __future__ import annotations
+
+from typing import AsyncIterable, AsyncIterator
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from zope.interface import implementer
+
+from athens.module import ModuleVersion
+from athens.storage.interface import CatalogPage, IStorage, NotFound, page, sized
+
+CHUNK = 256 << 10
+
+
+@attrs.frozen
+class _Version:
+    info: bytes
+    mod: bytes
+    zip: bytes
+
+
+@attrs.define
+class BytesBlob:
+    """A Blob over bytes in memory."""
+
+    data: bytes
+    chunk_size: int = CHUNK
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        view = memoryview(self.data)
+        for start in range(0, len(view), self.chunk_size):
+            yield bytes(view[start : start + self.chunk_size])
+
+    def close(self) -> None:
+        pass
+
+
+@implementer(IStorage)
+@attrs.define
+class MemoryStorage:
+    name = "memory"
+    _versions: dict[ModuleVersion, _Version] = attrs.field(factory=dict)
+
+    def _get(self, module: str, version: str) -> _Version:
+        try:
+            return self._versions[ModuleVersion(module, version)]
+        except KeyError:
+            raise NotFound(f"{module}@{version}: not found") from None
+
+    def list(self, module: str) -> Deferred[list[str]]:
+        return succeed([mv.version for mv in self._versions if mv.path == module])
+
+    def info(self, module: str, version: str) -> Deferred[bytes]:
+        return ensureDeferred(self._async(lambda: self._get(module, version).info))
+
+    def go_mod(self, module: str, version: str) -> Deferred[bytes]:
+        return ensureDeferred(self._async(lambda: self._get(module, version).mod))
+
+    def zip(self, module: str, version: str) -> Deferred[BytesBlob]:
+        return ensureDeferred(self._async(lambda: BytesBlob(self._get(module, version).zip)))
+
+    def exists(self, module: str, version: str) -> Deferred[bool]:
+        return succeed(ModuleVersion(module, version) in self._versions)
+
+    def save(self, module: str, version: str, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> Deferred[bool]:
+        return ensureDeferred(self._save(ModuleVersion(module, version), info, mod, zip))
+
+    async def _save(self, key: ModuleVersion, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> bool:
+        data = b"".join([chunk async for chunk in sized(zip)])
+        if key in self._versions:
+            return False
+        self._versions[key] = _Version(bytes(info), bytes(mod), data)
+        return True
+
+    def delete(self, module: str, version: str) -> Deferred[None]:
+        def remove() -> None:
+            self._get(module, version)
+            del self._versions[ModuleVersion(module, version)]
+
+        return ensureDeferred(self._async(remove))
+
+    def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
+        return succeed(page(self._versions, token, limit))
+
+    def ping(self) -> Deferred[None]:
+        return succeed(None)
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+    @staticmethod
+    async def _async(fn):  # type: ignore[no-untyped-def]
+        return fn()
