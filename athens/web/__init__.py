@@ -1,0 +1,1 @@
+"""HTTP: the GOPROXY protocol, operations endpoints and the Twisted site that serves them."""

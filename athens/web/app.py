@@ -1,0 +1,53 @@
+"""The Klein application: operations routes first, the protocol catch-all last."""
+
+from __future__ import annotations
+
+import werkzeug.exceptions
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from werkzeug.exceptions import MethodNotAllowed
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+
+from athens.storage.interface import IStorage
+from athens.web.ops import OpsResource
+from athens.web.protocol import ProtocolResource
+from athens.web.responses import text
+
+GET = ["GET", "HEAD"]
+log = Logger()
+
+
+def make_app(storage: IStorage, clock: IReactorTime | None = None) -> Klein:
+    app = Klein()
+    ops = OpsResource(storage, clock)
+    protocol = ProtocolResource(storage)
+
+    app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
+    app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
+    app.route("/version", methods=GET, endpoint="version")(ops.version)
+
+    @app.route("/<path:path>", methods=GET, endpoint="protocol")
+    def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
+        return protocol.handle(request, path)
+
+    @app.route("/", methods=GET, endpoint="home")
+    def home(request: IRequest) -> bytes:
+        return text(request, "athens-py Go module proxy: set GOPROXY to this URL")
+
+    @app.handle_errors(Exception)
+    def failed(request: IRequest, failure: Failure) -> bytes:
+        if failure.check(MethodNotAllowed):
+            return text(request, "method not allowed: this proxy answers GET and HEAD", 405)
+        if failure.check(werkzeug.exceptions.NotFound):
+            return text(request, "not found", 404)
+        log.failure("unhandled error for {uri}", failure, uri=request.uri)
+        return text(request, "internal error", 500)
+
+    return app
+
+
+def make_resource(storage: IStorage, clock: IReactorTime | None = None) -> IResource:
+    return make_app(storage, clock).resource()
