@@ -21,6 +21,7 @@ class TimedRequest(Request):
 
 class ProxySite(Site):
     displayTracebacks = False
+    noisy = False
 
     def __init__(self, resource: IResource, **kwargs: object) -> None:
         super().__init__(resource, requestFactory=TimedRequest, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,233 @@
+"""
+Configuration under Athens' names.
+
+Values come, each overriding the one before, from the defaults, a TOML file
+(Athens' keys: ``Port``, ``StorageType``, ``[Storage.Disk] RootPath``...),
+Athens' environment variables (``ATHENS_PORT``, ...) and the command line.
+A wrong value raises :class:`ConfigError` naming the key, so the daemon stops
+at start-up rather than misbehave later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from typing import Any, Callable, Mapping
+
+import attrs
+
+STORAGE_TYPES = ("memory", "disk")
+#: Athens storage types this proxy does not implement: named so the error can say so.
+ATHENS_ONLY_STORAGE = ("mongo", "s3", "gcp", "minio", "azureblob", "external")
+LOG_LEVELS = {
+    "trace": "debug",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+    "fatal": "critical",
+    "panic": "critical",
+}
+LOG_FORMATS = ("plain", "json")
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message starts with the key's name."""
+
+
+def default_disk_root() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "athens-py", "storage")
+
+
+@attrs.frozen
+class Config:
+    port: str = ":3000"
+    unix_socket: str = ""
+    storage_type: str = "disk"
+    disk_root: str = attrs.field(factory=default_disk_root)
+    log_level: str = "info"
+    log_format: str = "plain"
+    timeout: int = 300
+    shutdown_timeout: int = 60
+    #: Where the values came from and what was ignored, for the start-up log.
+    notes: tuple[str, ...] = ()
+
+    def listen_endpoint(self) -> str:
+        """The Twisted endpoint string for ``Port`` / ``UnixSocket``."""
+        if self.unix_socket:
+            return "unix:" + self.unix_socket.replace(":", r"\:")
+        return port_to_endpoint(self.port)
+
+
+# --- value parsers: (key, raw) -> value, raising ConfigError ----------------
+
+
+def _string(key: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{key}: expected a string, got {raw!r}")
+    return raw
+
+
+def _positive_int(key: str, raw: Any) -> int:
+    try:
+        value = int(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or value <= 0:
+        raise ConfigError(f"{key}: expected a positive whole number of seconds, got {raw!r}")
+    return value
+
+
+def _port(key: str, raw: Any) -> str:
+    text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else _string(key, raw)
+    try:
+        port_to_endpoint(text)
+    except ValueError as e:
+        raise ConfigError(f"{key}: {e}") from None
+    return text
+
+
+def _choice(choices: Mapping[str, str] | tuple[str, ...], extra: str = "") -> Callable[[str, Any], str]:
+    def parse(key: str, raw: Any) -> str:
+        value = _string(key, raw).strip().lower()
+        if value == "" and "plain" in choices:
+            value = "plain"
+        if value not in choices:
+            if value in ATHENS_ONLY_STORAGE:
+                raise ConfigError(
+                    f"{key}: {raw!r} is an Athens storage this proxy does not support (use one of: {', '.join(choices)})"
+                )
+            raise ConfigError(f"{key}: {raw!r} is not one of: {', '.join(choices)}{extra}")
+        return choices[value] if isinstance(choices, Mapping) else value
+
+    return parse
+
+
+def _path(key: str, raw: Any) -> str:
+    value = _string(key, raw)
+    if "\x00" in value:
+        raise ConfigError(f"{key}: NUL byte in path")
+    return os.path.expanduser(value)
+
+
+_PORT = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]*):)?(?P<port>[0-9]+)$")
+
+
+def port_to_endpoint(port: str) -> str:
+    """Athens' ``Port`` (``:3000``, ``3000``, ``127.0.0.1:3000``, ``[::1]:3000``) as a Twisted endpoint."""
+    m = _PORT.match(port.strip())
+    if not m or not 0 < int(m.group("port")) < 65536:
+        raise ValueError(f"{port!r} is not a port (like :3000 or 127.0.0.1:3000)")
+    host = (m.group("host") or "").strip("[]")
+    endpoint = f"tcp:{int(m.group('port'))}"
+    if host:
+        endpoint += ":interface=" + host.replace(":", r"\:")
+    return endpoint
+
+
+@attrs.frozen
+class Key:
+    toml: tuple[str, ...]
+    env: tuple[str, ...]
+    attr: str
+    parse: Callable[[str, Any], Any]
+
+    @property
+    def name(self) -> str:
+        return ".".join(self.toml)
+
+
+KEYS: tuple[Key, ...] = (
+    Key(("Port",), ("ATHENS_PORT", "PORT"), "port", _port),
+    Key(("UnixSocket",), ("ATHENS_UNIX_SOCKET",), "unix_socket", _path),
+    Key(("StorageType",), ("ATHENS_STORAGE_TYPE",), "storage_type", _choice(STORAGE_TYPES)),
+    Key(("Storage", "Disk", "RootPath"), ("ATHENS_DISK_STORAGE_ROOT",), "disk_root", _path),
+    Key(("LogLevel",), ("ATHENS_LOG_LEVEL",), "log_level", _choice(LOG_LEVELS)),
+    Key(("LogFormat",), ("ATHENS_LOG_FORMAT",), "log_format", _choice(LOG_FORMATS)),
+    Key(("Timeout",), ("ATHENS_TIMEOUT",), "timeout", _positive_int),
+    Key(("ShutdownTimeout",), ("ATHENS_SHUTDOWN_TIMEOUT",), "shutdown_timeout", _positive_int),
+)
+
+#: Athens' other top-level keys: accepted so an Athens file loads, reported as not (yet) used.
+ATHENS_KEYS = frozenset(
+    """GoEnv GoBinary GoBinaryEnvVars GoGetWorkers GoGetDir ProtocolWorkers BuffaloLogLevel CloudRuntime
+    EnablePprof PprofPort FilterFile TraceExporterURL TraceExporter StatsExporter GlobalEndpoint
+    BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook PathPrefix NETRCPath GithubToken
+    HGRCPath TLSCertFile TLSKeyFile SumDBs NoSumPatterns DownloadMode DownloadURL NetworkMode RobotsFile
+    SingleFlightType SingleFlight Storage IndexType Index StashTimeout""".split()
+)
+
+
+def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    node: Any = table
+    for part in path:
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _unused_keys(table: Mapping[str, Any]) -> list[str]:
+    used = {k.toml for k in KEYS}
+    notes = []
+    for name, value in table.items():
+        if (name,) in used:
+            continue
+        if name == "Storage" and isinstance(value, Mapping):
+            for backend, section in value.items():
+                fields = section.keys() if isinstance(section, Mapping) else ()
+                for field in fields:
+                    if ("Storage", backend, field) not in used:
+                        notes.append(f"Storage.{backend}.{field}")
+        elif name in ATHENS_KEYS:
+            notes.append(name)
+        else:
+            notes.append(f"{name} (not an Athens key either: a typo?)")
+    return notes
+
+
+def load(
+    path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """
+    Build the configuration.  ``path`` None means ``athens.toml`` in the
+    working directory if there is one (as Athens does), else defaults.
+    ``overrides`` are attribute names from the command line.
+    """
+    environ = os.environ if environ is None else environ
+    notes: list[str] = []
+    table: Mapping[str, Any] = {}
+    if path is None and os.path.isfile("athens.toml"):
+        path = "athens.toml"
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"config file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: {e}") from None
+        notes.append(f"configuration file: {path}")
+        ignored = _unused_keys(table)
+        if ignored:
+            notes.append("keys accepted but not used by this version: " + ", ".join(ignored))
+
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        raw = _lookup(table, key.toml)
+        if raw is not None:
+            values[key.attr] = key.parse(key.name, raw)
+        for env in key.env:
+            if environ.get(env):
+                values[key.attr] = key.parse(env, environ[env])
+                break
+    for attr, raw in (overrides or {}).items():
+        if raw is not None:
+            key = next(k for k in KEYS if k.attr == attr)
+            values[attr] = key.parse("--" + attr.replace("_", "-"), raw)
+    return Config(**values, notes=tuple(notes))
