@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from athens.config import ConfigError, load, port_to_endpoint
+
+HERE = os.path.dirname(__file__)
+ATHENS_DEV = os.path.join(HERE, "data", "athens-config.dev.toml")
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "athens.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_athens_config_dev_toml_loads():
+    config = load(ATHENS_DEV, environ={})
+    assert config.storage_type == "memory"
+    assert config.port == ":3000"
+    assert config.log_level == "debug"
+    assert config.disk_root == "/path/on/disk"
+    assert config.listen_endpoint() == "tcp:3000"
+    ignored = " ".join(config.notes)
+    assert "DownloadMode" in ignored and "Storage.S3.Bucket" in ignored
+
+
+def test_defaults_are_disk_on_port_3000(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load(None, environ={})
+    assert (config.storage_type, config.port, config.log_format) == ("disk", ":3000", "plain")
+    assert config.disk_root.endswith(os.path.join("athens-py", "storage"))
+
+
+def test_athens_toml_in_the_working_directory_is_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, 'StorageType = "memory"\n')
+    assert load(None, environ={}).storage_type == "memory"
+
+
+def test_environment_overrides_file_and_options_override_environment(tmp_path):
+    path = write(tmp_path, 'Port = ":4000"\nStorageType = "memory"\n[Storage.Disk]\nRootPath = "/from/file"\n')
+    env = {"ATHENS_PORT": "127.0.0.1:5000", "ATHENS_STORAGE_TYPE": "disk", "ATHENS_DISK_STORAGE_ROOT": "/from/env",
+           "ATHENS_LOG_LEVEL": "warning", "ATHENS_LOG_FORMAT": "json", "ATHENS_TIMEOUT": "30"}
+    config = load(path, environ=env)
+    assert config.port == "127.0.0.1:5000"
+    assert config.listen_endpoint() == "tcp:5000:interface=127.0.0.1"
+    assert (config.storage_type, config.disk_root, config.log_level, config.log_format) == ("disk", "/from/env", "warn", "json")
+    assert config.timeout == 30
+    config = load(path, environ=env, overrides={"storage_type": "memory", "disk_root": None})
+    assert (config.storage_type, config.disk_root) == ("memory", "/from/env")
+
+
+def test_port_falls_back_to_PORT_but_ATHENS_PORT_wins():
+    assert load(None, environ={"PORT": "8080"}).port == "8080"
+    assert load(None, environ={"PORT": "8080", "ATHENS_PORT": ":9090"}).port == ":9090"
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ('StorageType = "mongo"\n', "StorageType"),
+        ('StorageType = "floppy"\n', "StorageType"),
+        ('Port = "eighty"\n', "Port"),
+        ("Port = 70000\n", "Port"),
+        ('LogLevel = "loud"\n', "LogLevel"),
+        ('LogFormat = "xml"\n', "LogFormat"),
+        ("Timeout = -1\n", "Timeout"),
+        ('ShutdownTimeout = "soon"\n', "ShutdownTimeout"),
+        ("[Storage.Disk]\nRootPath = 7\n", "Storage.Disk.RootPath"),
+    ],
+)
+def test_wrong_values_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as e:
+        load(write(tmp_path, text), environ={})
+    assert str(e.value).startswith(key + ":")
+
+
+def test_wrong_environment_value_names_the_variable():
+    with pytest.raises(ConfigError, match="^ATHENS_STORAGE_TYPE:"):
+        load(None, environ={"ATHENS_STORAGE_TYPE": "s3"})
+
+
+def test_unreadable_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file"):
+        load(str(tmp_path / "missing.toml"), environ={})
+    with pytest.raises(ConfigError, match="config file"):
+        load(write(tmp_path, "Port = \n"), environ={})
+
+
+def test_unknown_keys_are_reported(tmp_path):
+    config = load(write(tmp_path, 'Prot = ":3000"\nDownloadMode = "sync"\n'), environ={})
+    notes = " ".join(config.notes)
+    assert "Prot (not an Athens key either: a typo?)" in notes
+    assert "DownloadMode" in notes
+
+
+@pytest.mark.parametrize(
+    "port, endpoint",
+    [(":3000", "tcp:3000"), ("3000", "tcp:3000"), ("0.0.0.0:80", "tcp:80:interface=0.0.0.0"), ("[::1]:3000", r"tcp:3000:interface=\:\:1")],
+)
+def test_port_to_endpoint(port, endpoint):
+    assert port_to_endpoint(port) == endpoint
+
+
+def test_twistd_stops_with_a_message_naming_the_key(tmp_path):
+    bad = write(tmp_path, 'StorageType = "mongo"\n')
+    root = os.path.dirname(HERE)
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted", "athens", "--config", bad],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert result.returncode != 0
+    assert "StorageType" in result.stdout + result.stderr
