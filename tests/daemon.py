@@ -1,0 +1,88 @@
+"""Start the real daemon (`twistd -n athens`) as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import attrs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def twistd() -> str:
+    candidate = Path(sys.executable).parent / "twistd"
+    return str(candidate) if candidate.exists() else "twistd"
+
+
+def admin_command() -> list[str]:
+    return [sys.executable, "-m", "athens.cli"]
+
+
+def source_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for our subprocesses: this source tree first on the path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATHENS_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+@attrs.define
+class Daemon:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_daemon(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> Daemon:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = workdir / "daemon.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [twistd(), "-n", "--pidfile=", "athens", "--listen", f"tcp:{port}:interface=127.0.0.1", *args],
+            cwd=workdir, env=source_env(env), stdout=out, stderr=subprocess.STDOUT,
+        )
+    daemon = Daemon(process, port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.logs()}")
+        try:
+            with urllib.request.urlopen(daemon.url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return daemon
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.1)
+    daemon.stop()
+    raise RuntimeError(f"daemon not ready after {timeout}s:\n{daemon.logs()}")
