@@ -1,0 +1,97 @@
+"""What only the disk backend promises: Athens' layout, atomic renames, no leftovers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import pytest_twisted
+
+from athens.storage.disk import TMP_DIR, DiskStorage
+from athens.storage.interface import StorageError
+from tests.streams import Boom, once, pattern
+
+MOD = "github.com/Owner/Repo"
+
+
+def athens_write(root, module, version, files=("go.mod", "source.zip", "{v}.info")):
+    """Write a version the way Athens' disk storage lays it out (not atomically)."""
+    vdir = root.joinpath(*module.split("/"), version)
+    vdir.mkdir(parents=True)
+    for name in files:
+        (vdir / name.format(v=version)).write_bytes(f"{name} of {module}@{version}".encode())
+    return vdir
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_athens_disk_cache_is_served_unchanged(tmp_path):
+    root = tmp_path / "athens"
+    athens_write(root, MOD, "v1.0.0")
+    athens_write(root, MOD, "v1.1.0")
+    athens_write(root, MOD + "/v2", "v2.0.0")
+    storage = DiskStorage(root)
+    assert sorted(await storage.list(MOD)) == ["v1.0.0", "v1.1.0"]
+    assert await storage.info(MOD, "v1.0.0") == f"{{v}}.info of {MOD}@v1.0.0".encode()
+    assert await storage.go_mod(MOD, "v1.1.0") == f"go.mod of {MOD}@v1.1.0".encode()
+    blob = await storage.zip(MOD + "/v2", "v2.0.0")
+    assert b"".join([c async for c in blob.chunks()]) == f"source.zip of {MOD}/v2@v2.0.0".encode()
+    assert [str(i) for i in (await storage.catalog("", 10)).items] == [
+        f"{MOD}@v1.0.0", f"{MOD}@v1.1.0", f"{MOD}/v2@v2.0.0"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_we_write_is_athens_layout(tmp_path):
+    storage = DiskStorage(tmp_path)
+    await storage.save(MOD, "v1.0.0", b"{}", b"module x\n", once(b"zip"))
+    vdir = tmp_path / "github.com" / "Owner" / "Repo" / "v1.0.0"
+    assert sorted(os.listdir(vdir)) == ["go.mod", "source.zip", "v1.0.0.info"]
+    assert (vdir / "source.zip").read_bytes() == b"zip"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_incomplete_directory_is_invisible_and_replaced_by_a_save(tmp_path):
+    athens_write(tmp_path, MOD, "v1.0.0", files=("go.mod", "{v}.info"))  # no source.zip: a crashed writer
+    storage = DiskStorage(tmp_path)
+    assert await storage.list(MOD) == []
+    assert not await storage.exists(MOD, "v1.0.0")
+    assert await storage.save(MOD, "v1.0.0", b"{}", b"module x\n", once(b"whole"))
+    assert await storage.go_mod(MOD, "v1.0.0") == b"module x\n"
+    assert await storage.list(MOD) == ["v1.0.0"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_save_leaves_no_temporary_files(tmp_path):
+    storage = DiskStorage(tmp_path)
+    with pytest.raises(Boom):
+        await storage.save(MOD, "v1.0.0", b"{}", b"m", pattern(b"x", 4 << 20, fail_at=1 << 20))
+    assert os.listdir(tmp_path / TMP_DIR) == []
+    assert not (tmp_path / "github.com" / "Owner" / "Repo" / "v1.0.0").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reader_keeps_its_zip_while_the_version_is_deleted(tmp_path):
+    storage = DiskStorage(tmp_path)
+    await storage.save(MOD, "v1.0.0", b"{}", b"m", once(b"z" * 100000))
+    blob = await storage.zip(MOD, "v1.0.0")
+    await storage.delete(MOD, "v1.0.0")
+    assert b"".join([c async for c in blob.chunks()]) == b"z" * 100000
+    assert os.listdir(tmp_path / TMP_DIR) == []
+
+
+def test_stale_temporary_directories_are_removed_at_start(tmp_path):
+    tmp = tmp_path / TMP_DIR
+    (tmp / "save-old").mkdir(parents=True)
+    (tmp / "save-old" / "source.zip").write_bytes(b"half")
+    old = time.time() - 7200
+    os.utime(tmp / "save-old", (old, old))
+    (tmp / "save-young").mkdir()  # may belong to another worker writing right now
+    DiskStorage(tmp_path)
+    assert os.listdir(tmp) == ["save-young"]
+
+
+def test_paths_outside_the_root_are_refused_even_unvalidated(tmp_path):
+    storage = DiskStorage(tmp_path / "root")
+    for module in ("../outside", "a/../../outside", TMP_DIR):
+        with pytest.raises(StorageError):
+            storage._module_dir(module)
