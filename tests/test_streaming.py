@@ -1,0 +1,134 @@
+"""Zips go out with backpressure, and a client that leaves releases what it held."""
+
+from __future__ import annotations
+
+import socket
+
+import attrs
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.threads import deferToThread
+from zope.interface import implementer
+
+from athens.storage.interface import IStorage
+from athens.storage.memory import BytesBlob, MemoryStorage
+from athens.web.app import make_resource
+from athens.web.site import ProxySite
+from athens.web.streaming import write_stream
+from tests.streams import once
+
+
+class FakeRequest:
+    """Enough of a request for write_stream: records writes, lets the test pause it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.producer = None
+        self._disconnected = False
+
+    def registerProducer(self, producer, streaming):  # noqa: N802 - Twisted's name
+        assert streaming
+        self.producer = producer
+
+    def unregisterProducer(self):  # noqa: N802
+        self.producer = None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+        self.producer.pauseProducing()  # the transport buffer is "full" after every chunk
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_paused_consumer_stops_the_reading():
+    pulled = []
+
+    async def chunks():
+        for i in range(5):
+            pulled.append(i)
+            yield b"%d" % i
+
+    request = FakeRequest()
+    done = Deferred.fromCoroutine(write_stream(request, chunks()))
+    assert pulled == [0] and request.written == [b"0"]  # paused after one chunk: nothing more read
+    request.producer.resumeProducing()
+    assert pulled == [0, 1]
+    for _ in range(4):
+        request.producer.resumeProducing()
+    assert await done == 5
+    assert request.written == [b"0", b"1", b"2", b"3", b"4"]
+    assert request.producer is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_producing_ends_the_stream():
+    async def chunks():
+        while True:
+            yield b"x"
+
+    request = FakeRequest()
+    done = Deferred.fromCoroutine(write_stream(request, chunks()))
+    request.producer.stopProducing()
+    try:
+        await done
+    except ConnectionDone:
+        pass
+    else:
+        raise AssertionError("write_stream should report the client went away")
+
+
+@implementer(IStorage)
+@attrs.define
+class TrackingStorage:
+    """Memory storage whose blobs report whether they were closed."""
+
+    inner: MemoryStorage = attrs.field(factory=MemoryStorage)
+    closed: list[Deferred] = attrs.field(factory=list)
+    name = "tracking"
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def _zip(self, module, version):
+        blob = await self.inner.zip(module, version)
+        closed: Deferred = Deferred()
+        self.closed.append(closed)
+        return _Closing(blob.data, closed)
+
+    def zip(self, module, version):
+        return Deferred.fromCoroutine(self._zip(module, version))
+
+
+class _Closing(BytesBlob):
+    def __init__(self, data: bytes, closed: Deferred) -> None:
+        super().__init__(data, chunk_size=64 << 10)
+        self._closed = closed
+
+    def close(self) -> None:
+        if not self._closed.called:
+            self._closed.callback(None)
+
+
+def _read_some_then_hang_up(port: int, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = s.recv(4096)
+    return head
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_hangs_up_mid_zip_releases_the_blob():
+    from twisted.internet import reactor
+
+    storage = TrackingStorage()
+    await storage.inner.save("example.com/big", "v1.0.0", b"{}", b"m", once(b"z" * (32 << 20)))
+    port = reactor.listenTCP(0, ProxySite(make_resource(storage)), interface="127.0.0.1")
+    try:
+        head = await deferToThread(_read_some_then_hang_up, port.getHost().port, "/example.com/big/@v/v1.0.0.zip")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"Content-Length: 33554432" in head
+        # fails with TimeoutError if the blob were never released
+        await storage.closed[0].addTimeout(10, reactor)
+    finally:
+        await port.stopListening()
