@@ -13,6 +13,7 @@ from twisted.python.components import Componentized
 from athens import __version__
 from athens.config import Config
 from athens.logs import make_observer
+from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
 from athens.web.app import make_resource
 from athens.web.site import ProxySite
@@ -28,7 +29,7 @@ class AthensService(MultiService):
         self.config = config
         self.storage = storage
         self.endpoint = endpoint
-        self.site = ProxySite(make_resource(storage, reactor))
+        self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor))
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 
