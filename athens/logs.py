@@ -1,25 +1,60 @@
-"""Structured logs through twisted.logger, as plain text or one JSON object a line."""
+"""
+Structured logs through twisted.logger: plain text, or one flat JSON object a line.
+
+The JSON form carries ``time``, ``level``, ``namespace``, ``msg`` (the
+formatted text) and every scalar field of the event, which is what log
+shippers (journald, Loki, ELK) index; Twisted's own JSON format nests
+internals that are of no use there.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import IO
+from datetime import datetime, timezone
+from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
-    jsonFileLogObserver,
+    formatEvent,
     textFileLogObserver,
 )
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 LEVELS = {name: LogLevel.levelWithName(name) for name in ("debug", "info", "warn", "error", "critical")}
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@implementer(ILogObserver)
+class JSONLineObserver:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        record: dict[str, Any] = {
+            "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(timespec="milliseconds"),
+            "level": getattr(event.get("log_level"), "name", "info"),
+            "namespace": event.get("log_namespace", "-"),
+            "msg": formatEvent(event),
+        }
+        for key, value in event.items():
+            if not key.startswith("log_") and isinstance(value, _SCALARS) and key not in record:
+                record[key] = value
+        failure = event.get("log_failure")
+        if isinstance(failure, Failure):
+            record["error"] = failure.getErrorMessage()
+            record["traceback"] = failure.getTraceback()
+        self.stream.write(json.dumps(record, default=str) + "\n")
+        self.stream.flush()
 
 
 def make_observer(level: str = "info", fmt: str = "plain", stream: IO[str] | None = None) -> ILogObserver:
     """An observer for ``LogLevel``/``LogFormat``; writes to stdout (journald and containers read it)."""
     stream = sys.stdout if stream is None else stream
-    inner = jsonFileLogObserver(stream) if fmt == "json" else textFileLogObserver(stream)
+    inner = JSONLineObserver(stream) if fmt == "json" else textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
     return FilteringLogObserver(inner, [predicate])

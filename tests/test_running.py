@@ -1,0 +1,61 @@
+"""The ways an operator starts the daemon: twistd plugin, athens.tac, JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import time
+import urllib.request
+
+from twisted.logger import Logger, LogPublisher
+
+from athens.logs import make_observer
+from tests.daemon import REPO, free_port, source_env, start_daemon, twistd
+
+
+def test_json_logs_filtered_by_level():
+    stream = io.StringIO()
+    publisher = LogPublisher(make_observer("warn", "json", stream))
+    log = Logger(namespace="athens.test", observer=publisher)
+    log.info("quiet {n}", n=1)
+    log.warn("loud {n}", n=2)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert (event["n"], event["namespace"], event["level"], event["msg"]) == (2, "athens.test", "warn", "loud 2")
+
+
+def test_athens_tac_reads_athens_environment(tmp_path):
+    port = free_port()
+    env = source_env({"ATHENS_PORT": f"127.0.0.1:{port}", "ATHENS_STORAGE_TYPE": "disk",
+                      "ATHENS_DISK_STORAGE_ROOT": str(tmp_path / "store"), "ATHENS_LOG_FORMAT": "json"})
+    proc = subprocess.Popen([twistd(), "-n", "--pidfile=", "-y", str(REPO / "athens.tac")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=2) as r:
+                    assert json.loads(r.read())["storage"] == "disk"
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0].decode()
+    assert (tmp_path / "store" / ".athens-tmp").is_dir()
+    access = [json.loads(line) for line in out.splitlines() if '"athens.access"' in line]
+    assert access and access[0]["code"] == 200 and access[0]["uri"] == "/version", out
+
+
+def test_plugin_with_a_config_file(tmp_path):
+    (tmp_path / "athens.toml").write_text('StorageType = "memory"\nLogLevel = "debug"\n')
+    daemon = start_daemon(tmp_path, "--config", str(tmp_path / "athens.toml"))
+    try:
+        with urllib.request.urlopen(daemon.url + "/version") as r:
+            assert json.loads(r.read())["storage"] == "memory"
+    finally:
+        daemon.stop()
+    assert "configuration file" in daemon.logs()
