@@ -52,6 +52,22 @@ class Config:
     log_format: str = "plain"
     timeout: int = 300
     shutdown_timeout: int = 60
+    # -- filling the cache from the origin --
+    go_binary: str = "go"
+    go_env: tuple[str, ...] = ("GOPROXY=direct",)
+    go_get_workers: int = 10
+    go_get_dir: str = ""
+    stash_timeout: int = 300
+    netrc_path: str = ""
+    github_token: str = attrs.field(default="", repr=False)
+    hgrc_path: str = ""
+    no_sum_patterns: tuple[str, ...] = ()
+    download_mode: str = "sync"
+    download_url: str = ""
+    network_mode: str = "strict"
+    filter_file: str = ""
+    global_endpoint: str = ""
+    list_cache_ttl: int = 60
     #: Where the values came from and what was ignored, for the start-up log.
     notes: tuple[str, ...] = ()
 
@@ -106,6 +122,41 @@ def _choice(choices: Mapping[str, str] | tuple[str, ...], extra: str = "") -> Ca
     return parse
 
 
+def _string_list(separator: str) -> Callable[[str, Any], tuple[str, ...]]:
+    """A TOML list of strings, or (from the environment) one string split on ``separator``."""
+
+    def parse(key: str, raw: Any) -> tuple[str, ...]:
+        if isinstance(raw, str):
+            raw = [part.strip() for part in raw.split(separator)]
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            raise ConfigError(f"{key}: expected a list of strings, got {raw!r}")
+        return tuple(item for item in raw if item)
+
+    return parse
+
+
+def _env_assignments(key: str, raw: Any) -> tuple[str, ...]:
+    items = _string_list(";")(key, raw)
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"{key}: {item!r} is not NAME=value")
+    return items
+
+
+def _download_mode(key: str, raw: Any) -> str:
+    value = _string(key, raw).strip()
+    if not value.startswith(("file:", "custom:")) and value not in ("sync", "async", "redirect", "async_redirect", "none"):
+        raise ConfigError(f"{key}: {raw!r} is not sync, async, redirect, async_redirect, none, file:<path> or custom:<base64>")
+    return value
+
+
+def _url(key: str, raw: Any) -> str:
+    value = _string(key, raw).strip()
+    if value and not re.match(r"^https?://[^\s/]+", value):
+        raise ConfigError(f"{key}: {raw!r} is not an http(s) URL")
+    return value
+
+
 def _path(key: str, raw: Any) -> str:
     value = _string(key, raw)
     if "\x00" in value:
@@ -149,15 +200,29 @@ KEYS: tuple[Key, ...] = (
     Key(("LogFormat",), ("ATHENS_LOG_FORMAT",), "log_format", _choice(LOG_FORMATS)),
     Key(("Timeout",), ("ATHENS_TIMEOUT",), "timeout", _positive_int),
     Key(("ShutdownTimeout",), ("ATHENS_SHUTDOWN_TIMEOUT",), "shutdown_timeout", _positive_int),
+    Key(("GoBinary",), ("GO_BINARY_PATH",), "go_binary", _string),
+    Key(("GoBinaryEnvVars",), ("ATHENS_GO_BINARY_ENV_VARS",), "go_env", _env_assignments),
+    Key(("GoGetWorkers",), ("ATHENS_GOGET_WORKERS",), "go_get_workers", _positive_int),
+    Key(("GoGetDir",), ("ATHENS_GOGET_DIR",), "go_get_dir", _path),
+    Key(("StashTimeout",), ("ATHENS_STASH_TIMEOUT",), "stash_timeout", _positive_int),
+    Key(("NETRCPath",), ("ATHENS_NETRC_PATH",), "netrc_path", _path),
+    Key(("GithubToken",), ("ATHENS_GITHUB_TOKEN",), "github_token", _string),
+    Key(("HGRCPath",), ("ATHENS_HGRC_PATH",), "hgrc_path", _path),
+    Key(("NoSumPatterns",), ("ATHENS_GONOSUM_PATTERNS",), "no_sum_patterns", _string_list(",")),
+    Key(("DownloadMode",), ("ATHENS_DOWNLOAD_MODE",), "download_mode", _download_mode),
+    Key(("DownloadURL",), ("ATHENS_DOWNLOAD_URL",), "download_url", _url),
+    Key(("NetworkMode",), ("ATHENS_NETWORK_MODE",), "network_mode", _choice(("strict", "offline", "fallback"))),
+    Key(("FilterFile",), ("ATHENS_FILTER_FILE",), "filter_file", _path),
+    Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
+    Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
 )
 
 #: Athens' other top-level keys: accepted so an Athens file loads, reported as not (yet) used.
 ATHENS_KEYS = frozenset(
-    """GoEnv GoBinary GoBinaryEnvVars GoGetWorkers GoGetDir ProtocolWorkers BuffaloLogLevel CloudRuntime
-    EnablePprof PprofPort FilterFile TraceExporterURL TraceExporter StatsExporter GlobalEndpoint
-    BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook PathPrefix NETRCPath GithubToken
-    HGRCPath TLSCertFile TLSKeyFile SumDBs NoSumPatterns DownloadMode DownloadURL NetworkMode RobotsFile
-    SingleFlightType SingleFlight Storage IndexType Index StashTimeout""".split()
+    """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
+    TraceExporter StatsExporter BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook
+    PathPrefix TLSCertFile TLSKeyFile SumDBs RobotsFile SingleFlightType SingleFlight Storage IndexType
+    Index""".split()
 )
 
 

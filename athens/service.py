@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application import strports
@@ -11,7 +12,14 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from athens import __version__
-from athens.config import Config
+from athens.config import Config, ConfigError
+from athens.fetch.credentials import prepare_home
+from athens.fetch.gocmd import GoFetcher
+from athens.filter import Action, FilterError, load_filter
+from athens.listcache import ListCache
+from athens.origin import Origin
+from athens.policy import PolicyError, load_policy
+from athens.stash import Stash
 from athens.logs import make_observer
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
@@ -21,15 +29,49 @@ from athens.web.site import ProxySite
 log = Logger()
 
 
+def build_origin(config: Config, storage: IStorage, reactor: Any) -> Origin:
+    """The fetcher, stash, list cache and policies a cache miss uses, from the configuration."""
+    try:
+        policy = load_policy(config.download_mode, config.download_url)
+    except PolicyError as e:
+        raise ConfigError(f"DownloadMode: {e}") from None
+    try:
+        filter_rules = load_filter(config.filter_file)
+    except FilterError as e:
+        raise ConfigError(f"FilterFile: {e}") from None
+    if filter_rules is not None and not config.global_endpoint and any(
+        r.action is Action.DIRECT for r in filter_rules.rules
+    ):
+        raise ConfigError("GlobalEndpoint: the filter file has D rules but no GlobalEndpoint is set")
+    environ = dict(os.environ)
+    home = prepare_home(config, environ)
+    fetcher = GoFetcher(
+        reactor,
+        go_binary=config.go_binary,
+        env_vars=config.go_env,
+        workers=config.go_get_workers,
+        timeout=config.stash_timeout,
+        work_dir=config.go_get_dir,
+        home=home,
+        no_sum_patterns=config.no_sum_patterns,
+        base_env=environ,
+    )
+    lists = ListCache(fetcher, reactor, ttl=config.list_cache_ttl, negative_ttl=min(15, config.list_cache_ttl))
+    return Origin(fetcher, Stash(fetcher, storage), lists, policy, filter_rules, config.network_mode,
+                  config.global_endpoint)
+
+
 class AthensService(MultiService):
     """Owns the listening port and the storage; stops listening before it closes the store."""
 
-    def __init__(self, config: Config, storage: IStorage, endpoint: str, reactor: Any) -> None:
+    def __init__(self, config: Config, storage: IStorage, endpoint: str, reactor: Any,
+                 origin: Origin | None = None) -> None:
         super().__init__()
         self.config = config
         self.storage = storage
         self.endpoint = endpoint
-        self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor))
+        self.origin = origin if origin is not None else build_origin(config, storage, reactor)
+        self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin))
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 

@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from athens.origin import Origin
 from athens.storage.interface import IStorage
 from athens.web.ops import OpsResource
 from athens.web.protocol import ProtocolResource
@@ -20,10 +21,11 @@ GET = ["GET", "HEAD"]
 log = Logger()
 
 
-def make_app(storage: IStorage, clock: IReactorTime | None = None) -> Klein:
+def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None) -> Klein:
+    """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     ops = OpsResource(storage, clock)
-    protocol = ProtocolResource(storage)
+    protocol = ProtocolResource(storage, origin)
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
@@ -49,5 +51,5 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None) -> Klein:
     return app
 
 
-def make_resource(storage: IStorage, clock: IReactorTime | None = None) -> IResource:
-    return make_app(storage, clock).resource()
+def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None) -> IResource:
+    return make_app(storage, clock, origin).resource()

@@ -1,11 +1,13 @@
 """
-The GOPROXY protocol served from storage.
+The GOPROXY protocol: served from storage, filled from the origin on a miss.
 
 One catch-all route parses ``<module>/@v/<file>`` and ``<module>/@latest``
 itself: module paths contain slashes, and every part is validated by
-:mod:`athens.module` before storage sees it.  Bad input is a 400, a missing
-version a 404, a store that is down a 503, each with a one-line
-``text/plain`` reason the go command prints.
+:mod:`athens.module` before storage or the origin sees it.  Every failure
+becomes a status the go command acts on, with a one-line ``text/plain``
+reason it prints: 400 bad input, 403 filtered, 404/410 not found (the client
+falls back), 502 origin broken or unreachable, 503 store down, 504 origin
+too slow.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from athens.fetch.interface import OriginError, OriginNotFound
+from athens.filter import Action
 from athens.module import (
     InvalidInput,
     ModuleVersion,
@@ -27,6 +31,8 @@ from athens.module import (
     parse_semver,
     sort_versions,
 )
+from athens.origin import Origin
+from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageUnavailable
 from athens.web.responses import JSON, TEXT, ZIP, body, text
 from athens.web.streaming import write_stream
@@ -41,6 +47,14 @@ class Request:
     kind: str  # list, info, mod, zip, latest
     module: str
     version: str = ""
+
+    @property
+    def canonical(self) -> bool:
+        try:
+            check_version(self.module, self.version)
+        except InvalidInput:
+            return False
+        return True
 
 
 def parse(path: str) -> Request | None:
@@ -76,53 +90,154 @@ def latest_of(versions: list[str]) -> str | None:
     return None
 
 
+class Redirect(Exception):
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+
+class Forbidden(Exception):
+    pass
+
+
 @attrs.define
 class ProtocolResource:
-    """The handlers of the protocol routes; storage comes in, nothing else is reached."""
+    """The handlers of the protocol routes. Without an origin it is a pure cache."""
 
     storage: IStorage
+    origin: Origin | None = None
+    redirect_code: int = 301
 
     async def handle(self, request: IRequest, path: str) -> bytes | None:
         try:
             req = parse(path)
             if req is None:
                 return text(request, f"not found: {path!r} is not a module proxy path", 404)
+            self._apply_filter(req)
             handler: Callable[[IRequest, Request], Awaitable[bytes | None]] = getattr(self, "_" + req.kind)
             return await handler(request, req)
         except InvalidInput as e:
             return text(request, f"bad request: {e}", 400)
+        except Forbidden as e:
+            return text(request, f"forbidden: {e}", 403)
+        except Redirect as r:
+            return self._redirect(request, r.base)
         except NotFound as e:
             return text(request, f"not found: {e}", 404)
+        except OriginError as e:
+            return text(request, f"{_origin_words(e)}: {e}", e.status)
         except StorageUnavailable as e:
             log.warn("storage unavailable: {error}", error=str(e))
             return text(request, f"storage unavailable: {e}", 503)
 
+    # -- policy --
+
+    def _apply_filter(self, req: Request) -> None:
+        if self.origin is None or self.origin.filter is None:
+            return
+        action = self.origin.filter.action(req.module, req.version if req.kind != "list" else "")
+        if action is Action.EXCLUDE:
+            raise Forbidden(f"{req.module} is excluded by the filter file")
+        if action is Action.DIRECT:
+            raise Redirect(self.origin.global_endpoint)
+
+    def _mode(self, module: str) -> tuple[Mode, str]:
+        if self.origin is None:
+            return Mode.NONE, ""
+        return self.origin.policy.for_module(module)
+
+    def _redirect(self, request: IRequest, base: str) -> bytes:
+        location = base.rstrip("/").encode() + request.path
+        request.setHeader(b"location", location)
+        return text(request, f"redirecting to {location.decode()}", self.redirect_code)
+
+    async def _fill(self, req: Request) -> None:
+        """A canonical version is not stored: act on the download mode, or raise."""
+        mode, url = self._mode(req.module)
+        what = ModuleVersion(req.module, req.version)
+        if mode is Mode.NONE or self.origin is None:
+            raise NotFound(f"{what} is not in the cache")
+        if mode is Mode.SYNC:
+            await self.origin.stash.stash(req.module, req.version)
+            return
+        if mode.fills:
+            self.origin.stash.background(req.module, req.version)
+        if mode.redirects:
+            raise Redirect(url)
+        raise NotFound(f"{what} is not in the cache yet; it is being fetched, try again shortly")
+
+    async def _stored(self, req: Request, get: Callable[[str, str], Awaitable[bytes]]) -> bytes:
+        try:
+            return await get(req.module, req.version)
+        except NotFound:
+            await self._fill(req)
+            return await get(req.module, req.version)
+
+    # -- handlers --
+
+    def _asks_origin(self, module: str) -> bool:
+        """Lists, latest and queries go to the origin unless offline or the mode is none."""
+        return self.origin is not None and not self.origin.offline and self._mode(module)[0] is not Mode.NONE
+
     async def _list(self, request: IRequest, req: Request) -> bytes:
-        stored = await self.storage.list(req.module)
+        stored = set(await self.storage.list(req.module))
+        if self._asks_origin(req.module):
+            assert self.origin is not None
+            try:
+                stored.update((await self.origin.lists.get(req.module)).versions)
+                return self._versions(request, stored)  # the origin knows it: 200, even if empty
+            except OriginNotFound:
+                if not stored:
+                    raise
+            except OriginError:
+                if self.origin.network_mode == "strict" or not stored:
+                    raise
         if not stored:
             raise NotFound(f"module {req.module} is not in the cache")
-        releases = [v for v in sort_versions(stored) if not is_pseudo_version(v)]
+        return self._versions(request, stored)
+
+    @staticmethod
+    def _versions(request: IRequest, versions: set[str]) -> bytes:
+        releases = [v for v in sort_versions(versions) if not is_pseudo_version(v)]
         return body(request, TEXT, "".join(v + "\n" for v in releases).encode())
 
     async def _latest(self, request: IRequest, req: Request) -> bytes:
+        if self._asks_origin(req.module):
+            assert self.origin is not None
+            try:
+                listing = await self.origin.lists.get(req.module)
+                if listing.latest is not None:
+                    return body(request, JSON, listing.latest)
+            except OriginNotFound:
+                pass
+            except OriginError:
+                if self.origin.network_mode == "strict":
+                    raise
         version = latest_of(await self.storage.list(req.module))
         if version is None:
             raise NotFound(f"module {req.module} is not in the cache")
         return body(request, JSON, await self.storage.info(req.module, version))
 
     async def _info(self, request: IRequest, req: Request) -> bytes:
-        try:
-            check_version(req.module, req.version)
-        except InvalidInput:
-            # A query (branch, commit, v1.2): only the origin can resolve it.
-            raise NotFound(f"{ModuleVersion(req.module, req.version)}: version queries need an origin") from None
-        return body(request, JSON, await self.storage.info(req.module, req.version))
+        if req.canonical:
+            return body(request, JSON, await self._stored(req, self.storage.info))
+        # A query (branch, commit, v1.2): only the origin can resolve it; nothing is stored.
+        if not self._asks_origin(req.module):
+            raise NotFound(f"{ModuleVersion(req.module, req.version)}: version queries need the origin")
+        assert self.origin is not None
+        mode, url = self._mode(req.module)
+        if mode.redirects:
+            raise Redirect(url)
+        return body(request, JSON, await self.origin.query(req.module, req.version))
 
     async def _mod(self, request: IRequest, req: Request) -> bytes:
-        return body(request, TEXT, await self.storage.go_mod(req.module, req.version))
+        return body(request, TEXT, await self._stored(req, self.storage.go_mod))
 
     async def _zip(self, request: IRequest, req: Request) -> bytes | None:
-        blob = await self.storage.zip(req.module, req.version)
+        try:
+            blob = await self.storage.zip(req.module, req.version)
+        except NotFound:
+            await self._fill(req)
+            blob = await self.storage.zip(req.module, req.version)
         try:
             request.setHeader(b"content-type", ZIP)
             request.setHeader(b"content-length", b"%d" % blob.size)
@@ -138,3 +253,7 @@ class ProtocolResource:
         finally:
             blob.close()
         return None
+
+
+def _origin_words(e: OriginError) -> str:
+    return {404: "not found", 504: "origin timed out"}.get(e.status, "origin failed")

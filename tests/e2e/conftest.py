@@ -93,7 +93,9 @@ def seeded_root(e2e, tmp_path_factory):
 @pytest.fixture(scope="session")
 def daemon(seeded_root, tmp_path_factory):
     root, _ = seeded_root
-    d = start_daemon(tmp_path_factory.mktemp("daemon"), "--storage", "disk", "--storage-root", str(root))
+    # A pure cache: never asks the origin (there is no network here anyway).
+    d = start_daemon(tmp_path_factory.mktemp("daemon"), "--storage", "disk", "--storage-root", str(root),
+                     env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline"})
     yield d
     # twistd ends by re-raising SIGTERM after a clean shutdown.
     assert d.stop() in (0, -signal.SIGTERM), d.logs()

@@ -1,0 +1,1 @@
+"""Fetchers fill the cache from an origin: the VCS through the go command, or an upstream proxy."""

@@ -1,0 +1,64 @@
+"""
+What a fetcher offers, and the errors that map to what a client can act on.
+
+Errors carry the origin's own words so that the go command can print them:
+not found is a 404, a timeout a 504, an origin that cannot be reached a 502.
+"""
+
+from __future__ import annotations
+
+from typing import Awaitable, Callable
+
+import attrs
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+
+class OriginError(Exception):
+    """The origin failed (502): reachable but broken, or unreachable."""
+
+    status = 502
+
+
+class OriginNotFound(OriginError):
+    """The origin says the module or version does not exist (404)."""
+
+    status = 404
+
+
+class OriginTimeout(OriginError):
+    """The origin did not answer in time (504)."""
+
+    status = 504
+
+
+@attrs.frozen
+class Fetched:
+    """A module version from the origin; its zip is a file the fetcher removes in ``cleanup``."""
+
+    module: str
+    version: str
+    info: bytes
+    mod: bytes
+    zip_path: str
+    cleanup: Callable[[], Awaitable[None]]
+
+
+@attrs.frozen
+class Listing:
+    """What the origin knows of a module: tagged versions (pseudo-versions out) and its latest."""
+
+    versions: tuple[str, ...]
+    #: The ``.info`` JSON of ``@latest`` (may be a pseudo-version), if the origin has one.
+    latest: bytes | None
+
+
+class IFetcher(Interface):
+    def download(module: str, version: str) -> Deferred[Fetched]:
+        """Fetch a canonical version; the caller must await ``cleanup()``."""
+
+    def query(module: str, query: str) -> Deferred[bytes]:
+        """Resolve a query (branch, commit, ``v1.2``, ``latest``) to its ``.info`` JSON."""
+
+    def listing(module: str) -> Deferred[Listing]:
+        """The origin's versions and latest; OriginNotFound if it has no such module."""

@@ -1,0 +1,193 @@
+"""
+Download modes: what a cache miss does, per module pattern.
+
+``DownloadMode`` is a mode name, ``file:<path>`` or ``custom:<base64>``; the
+latter two hold Athens' download file (HCL)::
+
+    downloadURL = "https://proxy.golang.org"
+    mode = "async_redirect"
+    download "github.com/myorg/*" { mode = "sync" }
+    download "golang.org/x/*" {
+        mode = "redirect"
+        downloadURL = "https://mirror.example.com"
+    }
+
+Patterns follow GOPRIVATE syntax (comma-separated globs matching a path or
+any of its prefixes); the first block that matches wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import fnmatch
+import re
+from enum import Enum
+from typing import Any, Iterator
+
+import attrs
+
+
+class Mode(str, Enum):
+    SYNC = "sync"
+    ASYNC = "async"
+    REDIRECT = "redirect"
+    ASYNC_REDIRECT = "async_redirect"
+    NONE = "none"
+
+    @property
+    def redirects(self) -> bool:
+        return self in (Mode.REDIRECT, Mode.ASYNC_REDIRECT)
+
+    @property
+    def fills(self) -> bool:
+        return self in (Mode.SYNC, Mode.ASYNC, Mode.ASYNC_REDIRECT)
+
+
+class PolicyError(ValueError):
+    pass
+
+
+def _elem_match(pattern: str, elem: str) -> bool:
+    # path.Match semantics per element: '*' never crosses '/', which elements cannot hold anyway.
+    return fnmatch.fnmatchcase(elem, pattern)
+
+
+def match_patterns(patterns: str, path: str) -> bool:
+    """GOPRIVATE-style: does any glob in the comma list match ``path`` or a prefix of it?"""
+    elems = path.split("/")
+    for pattern in patterns.split(","):
+        pattern = pattern.strip().rstrip("/")
+        if not pattern:
+            continue
+        parts = pattern.split("/")
+        if len(parts) <= len(elems) and all(_elem_match(p, e) for p, e in zip(parts, elems)):
+            return True
+    return False
+
+
+@attrs.frozen
+class Rule:
+    patterns: str
+    mode: Mode
+    download_url: str
+
+
+@attrs.frozen
+class DownloadPolicy:
+    mode: Mode = Mode.SYNC
+    download_url: str = ""
+    rules: tuple[Rule, ...] = ()
+
+    def for_module(self, module: str) -> tuple[Mode, str]:
+        """The mode and redirect URL for ``module``: first matching block, else the defaults."""
+        for rule in self.rules:
+            if match_patterns(rule.patterns, module):
+                return rule.mode, rule.download_url or self.download_url
+        return self.mode, self.download_url
+
+    def check(self) -> None:
+        """Redirect modes need somewhere to redirect to."""
+        for mode, url, where in [(self.mode, self.download_url, "the default")] + [
+            (r.mode, r.download_url or self.download_url, f'download "{r.patterns}"') for r in self.rules
+        ]:
+            if mode.redirects and not url:
+                raise PolicyError(f"{where} uses mode {mode.value!r} but no downloadURL is set")
+
+
+def parse_mode(name: str, where: str) -> Mode:
+    try:
+        return Mode(name.strip())
+    except ValueError:
+        raise PolicyError(f"{where}: unknown mode {name!r} (use one of: {', '.join(m.value for m in Mode)})") from None
+
+
+def load_policy(download_mode: str, download_url: str = "") -> DownloadPolicy:
+    """Build the policy from ``DownloadMode`` and ``DownloadURL``."""
+    if download_mode.startswith("file:"):
+        path = download_mode[len("file:") :]
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise PolicyError(f"download file {path}: {e.strerror}") from None
+        policy = parse_download_file(text, download_url, path)
+    elif download_mode.startswith("custom:"):
+        try:
+            text = base64.b64decode(download_mode[len("custom:") :], validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise PolicyError("custom: must be followed by base64 of a download file") from None
+        policy = parse_download_file(text, download_url, "custom download file")
+    else:
+        policy = DownloadPolicy(parse_mode(download_mode or "sync", "DownloadMode"), download_url)
+    policy.check()
+    return policy
+
+
+# --- the download file: a small subset of HCL ------------------------------
+
+_TOKEN = re.compile(
+    r'\s+|#[^\n]*|//[^\n]*|/\*.*?\*/|(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<sym>[={}])',
+    re.DOTALL,
+)
+
+
+def _tokens(text: str, where: str) -> Iterator[tuple[str, str, int]]:
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            line = text.count("\n", 0, pos) + 1
+            raise PolicyError(f"{where}, line {line}: unexpected {text[pos:pos + 20]!r}")
+        line = text.count("\n", 0, pos) + 1
+        if m.group("str"):
+            yield "str", bytes(m.group("str")[1:-1], "utf-8").decode("unicode_escape"), line
+        elif m.group("word"):
+            yield "word", m.group("word"), line
+        elif m.group("sym"):
+            yield "sym", m.group("sym"), line
+        pos = m.end()
+
+
+def parse_download_file(text: str, default_url: str = "", where: str = "download file") -> DownloadPolicy:
+    tokens = list(_tokens(text, where))
+    pos = 0
+
+    def take(kind: str, value: str | None = None) -> tuple[str, int]:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise PolicyError(f"{where}: unexpected end, expected {value or kind}")
+        k, v, line = tokens[pos]
+        if k != kind or (value is not None and v != value):
+            raise PolicyError(f"{where}, line {line}: expected {value or kind}, found {v!r}")
+        pos += 1
+        return v, line
+
+    def assignments(end: str | None) -> dict[str, Any]:
+        nonlocal pos
+        found: dict[str, Any] = {"blocks": []}
+        while pos < len(tokens) and not (end and tokens[pos][:2] == ("sym", end)):
+            name, line = take("word")
+            if name == "download" and end is None:
+                pattern, _ = take("str")
+                take("sym", "{")
+                body = assignments("}")
+                take("sym", "}")
+                found["blocks"].append((pattern, body, line))
+                continue
+            if name not in ("mode", "downloadURL"):
+                raise PolicyError(f"{where}, line {line}: unknown setting {name!r} (mode, downloadURL, download)")
+            take("sym", "=")
+            found[name] = (take("str")[0], line)
+        return found
+
+    top = assignments(None)
+    url = top["downloadURL"][0] if "downloadURL" in top else default_url
+    mode = parse_mode(top["mode"][0], f"{where}, line {top['mode'][1]}") if "mode" in top else Mode.SYNC
+    rules = []
+    for pattern, body, line in top["blocks"]:
+        if "mode" not in body:
+            raise PolicyError(f'{where}, line {line}: download "{pattern}" has no mode')
+        rules.append(Rule(pattern, parse_mode(body["mode"][0], f"{where}, line {body['mode'][1]}"),
+                          body["downloadURL"][0] if "downloadURL" in body else ""))
+    return DownloadPolicy(mode, url, tuple(rules))

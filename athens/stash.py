@@ -1,0 +1,76 @@
+"""
+The save path for a cache miss: fetch once, check, store atomically.
+
+Concurrent misses for one version, foreground or background, share one
+fetch (single-flight).  What the origin sent is checked (the ``.info``
+names the version, the zip follows the module zip rules) before storage
+sees it; a failed fetch stores nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from athens.fetch.interface import Fetched, IFetcher, OriginError
+from athens.modzip import InvalidZip, check_zip
+from athens.module import ModuleVersion
+from athens.singleflight import SingleFlight
+from athens.storage.disk import FileBlob
+from athens.storage.interface import IStorage
+
+log = Logger()
+
+
+@attrs.define
+class Stash:
+    fetcher: IFetcher
+    storage: IStorage
+    flights: SingleFlight[None] = attrs.field(factory=SingleFlight)
+
+    def stash(self, module: str, version: str) -> Deferred[None]:
+        """Make ``module@version`` stored; fires when it is (or with the origin's error)."""
+        key = ModuleVersion(module, version)
+        return self.flights.do(key, lambda: self._stash(key))
+
+    def background(self, module: str, version: str) -> None:
+        """Fill in the background (async modes): failures are logged, never raised."""
+        d = self.stash(module, version)
+        d.addErrback(lambda f: log.warn("background fill of {what} failed: {error}", what=f"{module}@{version}",
+                                        error=f.getErrorMessage()))
+
+    async def _stash(self, key: ModuleVersion) -> None:
+        if await self.storage.exists(key.path, key.version):
+            return
+        fetched = await self.fetcher.download(key.path, key.version)
+        try:
+            await deferToThread(_check, fetched)
+            f = await deferToThread(open, fetched.zip_path, "rb")
+            blob = FileBlob(f, os.fstat(f.fileno()).st_size)
+            try:
+                stored = await self.storage.save(key.path, key.version, fetched.info, fetched.mod, blob.chunks())
+            finally:
+                blob.close()
+            log.info("stored {what} from the origin{again}", what=str(key), again="" if stored else " (already there)")
+        finally:
+            await fetched.cleanup()
+
+
+def _check(fetched: Fetched) -> None:
+    try:
+        info = json.loads(fetched.info)
+    except ValueError:
+        raise OriginError(f"the origin sent a .info for {fetched.module}@{fetched.version} that is not JSON") from None
+    if not isinstance(info, dict) or info.get("Version") != fetched.version:
+        raise OriginError(f"the origin sent a .info for {fetched.module}@{fetched.version} naming another version")
+    try:
+        check_zip(fetched.zip_path, fetched.module, fetched.version, fetched.mod)
+    except InvalidZip as e:
+        log.error("refused the zip of {what} from the origin: {error}", what=f"{fetched.module}@{fetched.version}",
+                  error=str(e), security=True)
+        raise OriginError(f"the origin sent an invalid zip for {fetched.module}@{fetched.version}: {e}") from None
