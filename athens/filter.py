@@ -6,7 +6,9 @@ answer with a redirect to ``GlobalEndpoint``; a sign alone sets the default.
 An optional third field lists version qualifiers, comma-separated: ``v1.2``
 (a prefix), ``~1.2.3`` (1.2.x from 1.2.3), ``^1.2.3`` (1.x.x from 1.2.3),
 ``<1.2.3`` (older than 1.2.3).  The most specific path whose qualifiers match
-wins; ``#`` starts a comment.
+wins; ``#`` starts a comment.  Unlike Athens, a rule with qualifiers never
+applies to ``@v/list`` and ``@latest`` (they name no version): ``- path v1.0``
+hides v1.0.x, not the module.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ class FilterRule:
     qualifiers: tuple[str, ...] = ()
 
     def matches_version(self, version: str) -> bool:
-        if not self.qualifiers or not version:
+        """Unqualified rules match everything; qualified ones only requests for a matching version."""
+        if not self.qualifiers:
             return True
-        return any(qualifier_matches(q, version) for q in self.qualifiers)
+        return bool(version) and any(qualifier_matches(q, version) for q in self.qualifiers)
 
 
 def qualifier_matches(qualifier: str, version: str) -> bool:

@@ -64,14 +64,15 @@ class Origins:
     _day: int = 1
 
     def repo(self, module_root: str) -> Path:
-        """A new repository answering for ``https://<module_root>``."""
+        """A new repository answering for ``https://<module_root>`` (any github.com path maps below root)."""
         path = self.root / module_root
         path.mkdir(parents=True)
         git(path, "init", "-q", "-b", "main")
         self.repos[module_root] = path
-        with open(self.gitconfig, "a") as f:
-            f.write(f'[url "file://{path}"]\n\tinsteadOf = https://{module_root}\n')
         return path
+
+    def tag(self, repo: Path, tag: str, commit: str = "HEAD") -> None:
+        git(repo, "tag", "-f", tag, commit)
 
     def commit(self, repo: Path, files: Mapping[str, str], tag: str | None = None) -> str:
         for name, content in files.items():
@@ -87,10 +88,21 @@ class Origins:
         return git(repo, "rev-parse", "HEAD", env=env)
 
 
+#: Paths under this owner point at a port nothing listens on: an unreachable origin.
+UNREACHABLE_OWNER = "github.com/athens-unreachable"
+
+
 def make_origins(root: Path) -> Origins:
+    """github.com/<owner>/<repo> resolves to <root>/repos/github.com/<owner>/<repo>; a missing one is not found."""
+    repos = root / "repos"
+    repos.mkdir(parents=True)
     gitconfig = root / "gitconfig"
-    gitconfig.write_text("[protocol \"file\"]\n\tallow = always\n")
-    return Origins(root / "repos", gitconfig)
+    gitconfig.write_text(
+        '[protocol "file"]\n\tallow = always\n'
+        f'[url "file://{repos}/github.com/"]\n\tinsteadOf = https://github.com/\n'
+        f'[url "http://127.0.0.1:9/"]\n\tinsteadOf = https://{UNREACHABLE_OWNER}/\n'
+    )
+    return Origins(repos, gitconfig)
 
 
 def go_env(work: Path, gomodcache: Path, goproxy: str, origins: Origins | None = None) -> dict[str, str]:

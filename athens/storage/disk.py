@@ -60,11 +60,13 @@ class FileBlob:
     chunk_size: int = CHUNK
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        left = self.size  # stop at the size announced: no extra read for EOF, no bytes beyond it
         try:
-            while True:
-                chunk = await deferToThread(self._file.read, self.chunk_size)
+            while left > 0:
+                chunk = await deferToThread(self._file.read, min(self.chunk_size, left))
                 if not chunk:
-                    return
+                    raise StorageError(f"{self._file.name} is shorter than its {self.size} bytes")
+                left -= len(chunk)
                 yield chunk
         finally:
             self.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Awaitable, Callable
 
 import attrs
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -243,7 +244,7 @@ class ProtocolResource:
             request.setHeader(b"content-length", b"%d" % blob.size)
             if request.method != b"HEAD":
                 await write_stream(request, blob.chunks())
-        except ConnectionDone:
+        except (ConnectionDone, CancelledError):
             pass  # the client left; nothing to answer
         except Exception:
             # Headers promised blob.size bytes: cut the connection so the

@@ -28,7 +28,7 @@ def test_import_summary(seeded_root, e2e):
 
 def test_go_mod_download_hashes_match_direct(tmp_path, daemon, e2e):
     work, env = client(tmp_path, daemon)
-    wanted = sorted(e2e.direct)
+    wanted = sorted(e2e.seeded)
     items = download_json(run(["go", "mod", "download", "-json", *wanted], work, env).stdout)
     got = {f"{i['Path']}@{i['Version']}": i for i in items}
     assert sorted(got) == wanted
