@@ -1,0 +1,105 @@
+"""How the protocol answers misses, lists and origin failures, with a fake fetcher in memory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from athens.fetch.interface import Listing, OriginError, OriginTimeout
+from athens.fetch.testing import FakeFetcher
+from athens.listcache import ListCache
+from athens.origin import Origin
+from athens.policy import DownloadPolicy, Mode
+from athens.stash import Stash
+from athens.storage.memory import MemoryStorage
+from athens.web.app import make_resource
+from tests.inprocess import serve
+from tests.streams import once
+from tests.test_stash_and_lists import module_zip
+
+M = "example.com/m"
+
+
+@pytest_twisted.async_yield_fixture
+async def servers():
+    started = []
+    yield started
+    for served in started:
+        await served.close()
+
+
+@pytest.fixture
+def proxy(servers):
+    def make(fetcher: FakeFetcher, storage=None, network_mode="strict", policy=DownloadPolicy()):
+        storage = storage or MemoryStorage()
+        origin = Origin(fetcher, Stash(fetcher, storage), ListCache(fetcher, Clock()), policy, None, network_mode)
+        served = serve(make_resource(storage, None, origin))
+        servers.append(served)
+        return served, storage
+
+    return make
+
+
+@pytest_twisted.ensureDeferred
+async def test_sync_miss_fetches_stores_and_serves(proxy):
+    fetcher = FakeFetcher()
+    fetcher.add(M, "v1.0.0", module_zip(M, "v1.0.0"))
+    client, storage = proxy(fetcher)
+    code, body, _ = await client.get(f"/{M}/@v/v1.0.0.zip")
+    assert code == 200 and body == module_zip(M, "v1.0.0")
+    assert await storage.exists(M, "v1.0.0")
+
+
+@pytest.mark.parametrize("failure, code", [(OriginTimeout("slow"), 504), (OriginError("broken"), 502)])
+@pytest_twisted.ensureDeferred
+async def test_origin_failures_become_gateway_errors(proxy, failure, code):
+    client, storage = proxy(FakeFetcher(failure=failure))
+    for path in (f"/{M}/@v/v1.0.0.zip", f"/{M}/@v/v1.0.0.info", f"/{M}/@v/list", f"/{M}/@latest", f"/{M}/@v/main.info"):
+        status, body, response = await client.get(path)
+        assert status == code, path
+        assert response.headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
+        assert body.count(b"\n") == 1
+    assert await storage.list(M) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_network_modes_for_lists(proxy):
+    storage = MemoryStorage()
+    await storage.save(M, "v1.0.0", b'{"Version":"v1.0.0"}', b"module m\n", once(b"z"))
+    broken = FakeFetcher(failure=OriginError("origin down"))
+    assert (await proxy(broken, storage, "strict")[0].get(f"/{M}/@v/list"))[0] == 502
+    assert (await proxy(broken, storage, "fallback")[0].get(f"/{M}/@v/list"))[1] == b"v1.0.0\n"
+    assert (await proxy(broken, storage, "fallback")[0].get(f"/{M}/@latest"))[0] == 200
+    offline = FakeFetcher(listings={M: Listing(("v1.0.0", "v2.0.0"), None)})
+    code, body, _ = await proxy(offline, storage, "offline")[0].get(f"/{M}/@v/list")
+    assert (code, body) == (200, b"v1.0.0\n") and offline.calls == []
+    code, body, _ = await proxy(offline, storage, "strict")[0].get(f"/{M}/@v/list")
+    assert body == b"v1.0.0\nv2.0.0\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_module_the_origin_knows_without_tags_lists_empty(proxy):
+    fetcher = FakeFetcher(listings={M: Listing((), b'{"Version":"v0.0.0-20240102030405-abcdefabcdef"}')})
+    client, _ = proxy(fetcher)
+    assert (await client.get(f"/{M}/@v/list"))[:2] == (200, b"")
+    code, body, _ = await client.get(f"/{M}/@latest")
+    assert json.loads(body)["Version"] == "v0.0.0-20240102030405-abcdefabcdef"
+
+
+@pytest_twisted.ensureDeferred
+async def test_redirect_keeps_the_escaped_path(proxy):
+    policy = DownloadPolicy(Mode.REDIRECT, "https://mirror.example.com/base/")
+    client, _ = proxy(FakeFetcher(), policy=policy)
+    code, _, response = await client.get("/github.com/!azure/x/@v/v1.0.0.zip")
+    assert code == 301
+    assert response.headers.getRawHeaders("location") == ["https://mirror.example.com/base/github.com/!azure/x/@v/v1.0.0.zip"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_query_that_resolves_to_a_wrong_version_is_refused(proxy):
+    fetcher = FakeFetcher(listings={M: Listing((), b'{"Version":"v9.9.9"}')})
+    code, body, _ = await proxy(fetcher)[0].get(f"/{M}/@v/main.info")
+    assert code == 502 and b"not a version" in body
