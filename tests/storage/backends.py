@@ -8,12 +8,16 @@ suite runs against it unchanged.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, Callable, Iterator
+
+import pytest_twisted
 
 from athens.storage.cached import CachedStorage
 from athens.storage.disk import DiskStorage
 from athens.storage.interface import IStorage
 from athens.storage.memory import MemoryStorage
+from athens.storage.redis import RedisStorage, connect
 
 
 def memory(request: Any, tmp_path: Any) -> Iterator[IStorage]:
@@ -29,8 +33,17 @@ def cached_disk(request: Any, tmp_path: Any) -> Iterator[IStorage]:
     yield CachedStorage(DiskStorage(tmp_path / "storage"), time.monotonic)
 
 
+def redis(request: Any, tmp_path: Any) -> Iterator[IStorage]:
+    """A real redis-server; each test gets a key prefix of its own."""
+    server = request.getfixturevalue("redis_server")
+    store = RedisStorage(connect(server.endpoint), prefix=f"test-{uuid.uuid4().hex}:")
+    yield store
+    pytest_twisted.blockon(store.close())
+
+
 BACKENDS: dict[str, Callable[[Any, Any], Iterator[IStorage]]] = {
     "memory": memory,
     "disk": disk,
     "cached-disk": cached_disk,
+    "redis": redis,
 }

@@ -1,0 +1,250 @@
+"""
+Redis storage: one cache shared by many proxy nodes.
+
+Keys (all under ``prefix``):
+
+- ``v:<module>@<version>``: a hash with ``info``, ``mod``, ``size``, ``blob``, ``chunks``
+- ``b:<blob>:<n>``: the zip in 1 MiB chunks, so no value is huge and reads stream
+- ``m:<module>``: the set of a module's versions; ``catalog``: a sorted set for paging
+
+A save writes its chunks under a fresh blob id with an expiry, then one Lua
+script checks every chunk is there and publishes the version (hash, set,
+catalog, chunks made persistent) at once: a reader sees all of a version or
+none, and what a failed or crashed save wrote expires by itself.
+Binary-safe: ``charset=None``, no number conversion; connect and reply
+timeouts are set, and a store that is down answers :class:`StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, AsyncIterable, AsyncIterator
+
+import attrs
+import txredisapi
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
+from zope.interface import implementer
+
+from athens.module import ModuleVersion
+from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, StorageUnavailable, sized
+
+CHUNK = 1 << 20
+#: Chunks of a save not yet published expire after this (a crashed writer leaves nothing for long).
+PENDING_TTL = 24 * 3600
+
+_PUBLISH = b"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local count = tonumber(ARGV[5])
+for i = 0, count - 1 do
+  if redis.call('EXISTS', ARGV[8] .. i) == 0 then return -1 end
+end
+for i = 0, count - 1 do redis.call('PERSIST', ARGV[8] .. i) end
+redis.call('HSET', KEYS[1], 'info', ARGV[1], 'mod', ARGV[2], 'size', ARGV[3], 'blob', ARGV[4], 'chunks', ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], 0, ARGV[7])
+return 1
+"""
+
+_DELETE = b"""
+local blob = redis.call('HGET', KEYS[1], 'blob')
+if not blob then return 0 end
+local count = tonumber(redis.call('HGET', KEYS[1], 'chunks'))
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[2])
+for i = 0, count - 1 do redis.call('DEL', ARGV[3] .. blob .. ':' .. i) end
+return 1
+"""
+
+_DOWN = (txredisapi.ConnectionError, ConnectError, ConnectionLost, TimeoutError, txredisapi.TimeoutError)
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """``host:port`` (Athens' form; ``redis://`` accepted too)."""
+    text = endpoint.removeprefix("redis://").rstrip("/")
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{endpoint!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def connect(endpoint: str, password: str = "", poolsize: int = 10, timeout: float = 10.0) -> Any:
+    host, port = parse_endpoint(endpoint)
+    return txredisapi.lazyConnectionPool(
+        host, port, poolsize=poolsize, reconnect=True, charset=None, convertNumbers=False,
+        password=password or None, connectTimeout=timeout, replyTimeout=timeout,
+    )
+
+
+@attrs.define
+class RedisBlob:
+    redis: Any
+    keys: list[bytes]
+    size: int
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for key in self.keys:
+            chunk = await _call(self.redis.execute_command("GET", key))
+            if chunk is None:
+                raise StorageError("a zip chunk disappeared while it was read (the version was deleted)")
+            yield chunk
+
+    def close(self) -> None:
+        pass
+
+
+async def _call(d: Deferred[Any]) -> Any:
+    try:
+        return await d
+    except _DOWN as e:
+        raise StorageUnavailable(f"redis: {e or type(e).__name__}") from None
+    except txredisapi.ResponseError as e:
+        raise StorageError(f"redis refused: {e}") from None
+
+
+@implementer(IStorage)
+@attrs.define
+class RedisStorage:
+    redis: Any
+    prefix: str = "athens:"
+    name = "redis"
+
+    def _key(self, *parts: str) -> bytes:
+        return (self.prefix + ":".join(parts)).encode()
+
+    def _vkey(self, module: str, version: str) -> bytes:
+        return self._key("v", f"{module}@{version}")
+
+    def _meta(self, module: str, version: str) -> Deferred[dict[bytes, bytes]]:
+        async def get() -> dict[bytes, bytes]:
+            values = await _call(self.redis.execute_command("HGETALL", self._vkey(module, version)))
+            if not values:
+                raise NotFound(f"{module}@{version}: not found")
+            return dict(zip(values[::2], values[1::2]))
+
+        return ensureDeferred(get())
+
+    def list(self, module: str) -> Deferred[list[str]]:
+        async def members() -> list[str]:
+            return [v.decode() for v in await _call(self.redis.execute_command("SMEMBERS", self._key("m", module)))]
+
+        return ensureDeferred(members())
+
+    def info(self, module: str, version: str) -> Deferred[bytes]:
+        return ensureDeferred(self._field(module, version, b"info"))
+
+    def go_mod(self, module: str, version: str) -> Deferred[bytes]:
+        return ensureDeferred(self._field(module, version, b"mod"))
+
+    async def _field(self, module: str, version: str, field: bytes) -> bytes:
+        value = await _call(self.redis.execute_command("HGET", self._vkey(module, version), field))
+        if value is None:
+            raise NotFound(f"{module}@{version}: not found")
+        return bytes(value)
+
+    def zip(self, module: str, version: str) -> Deferred[RedisBlob]:
+        async def open_zip() -> RedisBlob:
+            meta = await self._meta(module, version)
+            blob = meta[b"blob"].decode()
+            keys = [self._key("b", blob, str(i)) for i in range(int(meta[b"chunks"]))]
+            return RedisBlob(self.redis, keys, int(meta[b"size"]))
+
+        return ensureDeferred(open_zip())
+
+    def exists(self, module: str, version: str) -> Deferred[bool]:
+        async def check() -> bool:
+            return bool(await _call(self.redis.execute_command("EXISTS", self._vkey(module, version))))
+
+        return ensureDeferred(check())
+
+    def save(self, module: str, version: str, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> Deferred[bool]:
+        return ensureDeferred(self._save(module, version, info, mod, zip))
+
+    async def _save(self, module: str, version: str, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> bool:
+        if await self.exists(module, version):
+            return False
+        blob = secrets.token_hex(12)
+        count = size = 0
+        try:
+            async for chunk in _rechunk(sized(zip), CHUNK):
+                await _call(self.redis.execute_command("SET", self._key("b", blob, str(count)), chunk, "EX", PENDING_TTL))
+                count += 1
+                size += len(chunk)
+            published = await _call(self.redis.eval(
+                _PUBLISH,
+                [self._vkey(module, version), self._key("m", module), self._key("catalog")],
+                [info, mod, str(size), blob, str(count), version, f"{module}\x00{version}", self._key("b", blob, "")],
+            ))
+        except BaseException:
+            await self._drop_chunks(blob, count)
+            raise
+        if published == -1:
+            await self._drop_chunks(blob, count)
+            raise StorageError(f"{module}@{version}: chunks expired before the save finished")
+        if published == 0:
+            await self._drop_chunks(blob, count)
+            return False
+        return True
+
+    async def _drop_chunks(self, blob: str, count: int) -> None:
+        if count:
+            try:
+                await self.redis.execute_command("DEL", *[self._key("b", blob, str(i)) for i in range(count)])
+            except Exception:
+                pass  # they expire anyway
+
+    def delete(self, module: str, version: str) -> Deferred[None]:
+        async def remove() -> None:
+            done = await _call(self.redis.eval(
+                _DELETE,
+                [self._vkey(module, version), self._key("m", module), self._key("catalog")],
+                [version, f"{module}\x00{version}", self._key("b", "")],
+            ))
+            if not done:
+                raise NotFound(f"{module}@{version}: not found")
+
+        return ensureDeferred(remove())
+
+    def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
+        async def page() -> CatalogPage:
+            start = b"-"
+            if token:
+                path, _, version = token.rpartition("@")
+                start = b"(" + f"{path}\x00{version}".encode()
+            limit_ = max(limit, 1)
+            members = await _call(self.redis.execute_command(
+                "ZRANGEBYLEX", self._key("catalog"), start, b"+", "LIMIT", 0, limit_ + 1))
+            items = [ModuleVersion(*m.decode().split("\x00", 1)) for m in members[:limit_]]
+            more = len(members) > limit_
+            return CatalogPage(items, str(items[-1]) if more else "")
+
+        return ensureDeferred(page())
+
+    def ping(self) -> Deferred[None]:
+        async def pong() -> None:
+            await _call(self.redis.execute_command("PING"))
+
+        return ensureDeferred(pong())
+
+    def close(self) -> Deferred[None]:
+        return ensureDeferred(_disconnect(self.redis))
+
+
+async def _disconnect(redis: Any) -> None:
+    try:
+        await redis.disconnect()
+    except Exception:
+        pass
+
+
+async def _rechunk(stream: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """Regroup a stream into chunks of exactly ``size`` bytes (the last may be shorter)."""
+    buffer = bytearray()
+    async for piece in stream:
+        buffer += piece
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)

@@ -1,0 +1,21 @@
+"""Session-wide servers: one Redis and one PostgreSQL for every test that needs them."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.servers import start_postgres, start_redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = start_postgres()
+    yield server
+    server.stop()

@@ -1,0 +1,131 @@
+"""
+Real Redis and PostgreSQL servers on free loopback ports, started by the tests.
+
+A missing server binary is an error, never a skip: `.ci/run` installs them
+(Debian's redis-server and postgresql packages).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+
+from tests.daemon import free_port
+
+
+def _wait_port(port: int, process: subprocess.Popen, what: str, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout}s:\n{log.read_text(errors='replace')}")
+
+
+@attrs.define
+class RedisServer:
+    process: subprocess.Popen
+    port: int
+    workdir: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def cli(self, *args: str) -> str:
+        """Talk to the server with a raw RESP request (no redis-cli needed)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
+            s.sendall(payload.encode())
+            return s.recv(1 << 20).decode(errors="replace")
+
+
+def start_redis(workdir: Path, port: int | None = None, *extra: str) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is required for these tests (apt-get install redis-server)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = workdir / "redis.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), *extra],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    _wait_port(port, process, "redis-server", log)
+    return RedisServer(process, port, workdir)
+
+
+def _pg_bin(name: str) -> str:
+    found = next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None) or shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"PostgreSQL's {name} is required for these tests (apt-get install postgresql)")
+    return found
+
+
+@attrs.define
+class PostgresServer:
+    process: subprocess.Popen
+    port: int
+    datadir: Path
+    user: str
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            # SIGINT to the postmaster itself (runuser does not pass it on): fast shutdown.
+            pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGINT)
+            self.process.wait(timeout=60)
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def _as_user() -> tuple[list[str], str]:
+    """PostgreSQL refuses to run as root: run it as the postgres user then."""
+    if os.geteuid() != 0:
+        return [], pwd.getpwuid(os.geteuid()).pw_name
+    return ["runuser", "-u", "postgres", "--"], "postgres"
+
+
+def start_postgres() -> PostgresServer:
+    """In a directory of its own under the system temp dir: pytest's are private to root."""
+    prefix, user = _as_user()
+    workdir = Path(tempfile.mkdtemp(prefix="athens-pg-"))
+    datadir = workdir / "pgdata"
+    if prefix:
+        shutil.chown(workdir, user)
+    log = workdir / "postgres.log"
+    subprocess.run([*prefix, _pg_bin("initdb"), "-D", str(datadir), "-U", user, "--auth=trust", "-E", "UTF8",
+                    "--no-sync"], check=True, capture_output=True, timeout=120)
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*prefix, _pg_bin("postgres"), "-D", str(datadir), "-p", str(port), "-h", "127.0.0.1",
+             "-k", str(workdir), "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    _wait_port(port, process, "postgres", log, timeout=60)
+    return PostgresServer(process, port, datadir, user)
