@@ -107,6 +107,18 @@ async def sized(zip: AsyncIterable[bytes], limit: int | None = None) -> AsyncIte
         yield chunk
 
 
+async def rechunk(stream: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
+    """Regroup a stream into chunks of exactly ``size`` bytes (the last may be shorter)."""
+    buffer = bytearray()
+    async for piece in stream:
+        buffer += piece
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
 def page(items: Iterable[ModuleVersion], token: str, limit: int) -> CatalogPage:
     """
     Cut one catalog page from every stored version.  The token is the last

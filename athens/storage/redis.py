@@ -27,7 +27,7 @@ from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
 from zope.interface import implementer
 
 from athens.module import ModuleVersion
-from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, StorageUnavailable, sized
+from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, StorageUnavailable, rechunk, sized
 
 CHUNK = 1 << 20
 #: Chunks of a save not yet published expire after this (a crashed writer leaves nothing for long).
@@ -167,7 +167,7 @@ class RedisStorage:
         blob = secrets.token_hex(12)
         count = size = 0
         try:
-            async for chunk in _rechunk(sized(zip), CHUNK):
+            async for chunk in rechunk(sized(zip), CHUNK):
                 await _call(self.redis.execute_command("SET", self._key("b", blob, str(count)), chunk, "EX", PENDING_TTL))
                 count += 1
                 size += len(chunk)
@@ -237,14 +237,3 @@ async def _disconnect(redis: Any) -> None:
     except Exception:
         pass
 
-
-async def _rechunk(stream: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """Regroup a stream into chunks of exactly ``size`` bytes (the last may be shorter)."""
-    buffer = bytearray()
-    async for piece in stream:
-        buffer += piece
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)

@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterator
 
+import psycopg
 import pytest_twisted
 
 from athens.storage.cached import CachedStorage
@@ -18,6 +19,7 @@ from athens.storage.disk import DiskStorage
 from athens.storage.interface import IStorage
 from athens.storage.memory import MemoryStorage
 from athens.storage.redis import RedisStorage, connect
+from athens.storage.sql import PostgresStorage
 
 
 def memory(request: Any, tmp_path: Any) -> Iterator[IStorage]:
@@ -41,9 +43,23 @@ def redis(request: Any, tmp_path: Any) -> Iterator[IStorage]:
     pytest_twisted.blockon(store.close())
 
 
+def postgres(request: Any, tmp_path: Any) -> Iterator[IStorage]:
+    """A real PostgreSQL; each test gets a database of its own."""
+    from twisted.internet import reactor
+
+    server = request.getfixturevalue("postgres_server")
+    database = f"t{uuid.uuid4().hex}"
+    with psycopg.connect(server.url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    store = PostgresStorage.connect(server.url.rsplit("/", 1)[0] + "/" + database, reactor)
+    yield store
+    pytest_twisted.blockon(store.close())
+
+
 BACKENDS: dict[str, Callable[[Any, Any], Iterator[IStorage]]] = {
     "memory": memory,
     "disk": disk,
     "cached-disk": cached_disk,
     "redis": redis,
+    "postgres": postgres,
 }
