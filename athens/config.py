@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
-STORAGE_TYPES = ("memory", "disk")
+STORAGE_TYPES = ("memory", "disk", "redis", "postgres")
+SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel")
 #: Athens storage types this proxy does not implement: named so the error can say so.
 ATHENS_ONLY_STORAGE = ("mongo", "s3", "gcp", "minio", "azureblob", "external")
 LOG_LEVELS = {
@@ -68,6 +69,27 @@ class Config:
     filter_file: str = ""
     global_endpoint: str = ""
     list_cache_ttl: int = 60
+    # -- shared storage and single-flight across nodes --
+    redis_storage_endpoint: str = ""
+    redis_storage_password: str = attrs.field(default="", repr=False)
+    redis_key_prefix: str = "athens:"
+    postgres_url: str = attrs.field(default="", repr=False)
+    postgres_max_connections: int = 8
+    single_flight_type: str = "memory"
+    redis_endpoint: str = "127.0.0.1:6379"
+    redis_password: str = attrs.field(default="", repr=False)
+    lock_ttl: int = 900
+    lock_timeout: int = 15
+    lock_max_retries: int = 10
+    sentinel_endpoints: tuple[str, ...] = ("127.0.0.1:26379",)
+    sentinel_master: str = "redis-1"
+    sentinel_password: str = attrs.field(default="", repr=False)
+
+    def redis_for_storage(self) -> tuple[str, str]:
+        """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
+        if self.redis_storage_endpoint:
+            return self.redis_storage_endpoint, self.redis_storage_password
+        return self.redis_endpoint, self.redis_storage_password or self.redis_password
     #: Where the values came from and what was ignored, for the start-up log.
     notes: tuple[str, ...] = ()
 
@@ -215,14 +237,33 @@ KEYS: tuple[Key, ...] = (
     Key(("FilterFile",), ("ATHENS_FILTER_FILE",), "filter_file", _path),
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
+    Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
+    Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),
+    Key(("Storage", "Redis", "KeyPrefix"), ("ATHENS_STORAGE_REDIS_KEY_PREFIX",), "redis_key_prefix", _string),
+    Key(("Storage", "Postgres", "URL"), ("ATHENS_STORAGE_POSTGRES_URL",), "postgres_url", _string),
+    Key(("Storage", "Postgres", "MaxConnections"), ("ATHENS_STORAGE_POSTGRES_MAX_CONNECTIONS",),
+        "postgres_max_connections", _positive_int),
+    Key(("SingleFlightType",), ("ATHENS_SINGLE_FLIGHT_TYPE",), "single_flight_type", _choice(SINGLE_FLIGHT_TYPES)),
+    Key(("SingleFlight", "Redis", "Endpoint"), ("ATHENS_REDIS_ENDPOINT",), "redis_endpoint", _string),
+    Key(("SingleFlight", "Redis", "Password"), ("ATHENS_REDIS_PASSWORD",), "redis_password", _string),
+    Key(("SingleFlight", "Redis", "LockConfig", "TTL"), ("ATHENS_REDIS_LOCK_TTL",), "lock_ttl", _positive_int),
+    Key(("SingleFlight", "Redis", "LockConfig", "Timeout"), ("ATHENS_REDIS_LOCK_TIMEOUT",), "lock_timeout",
+        _positive_int),
+    Key(("SingleFlight", "Redis", "LockConfig", "MaxRetries"), ("ATHENS_REDIS_LOCK_MAX_RETRIES",),
+        "lock_max_retries", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "Endpoints"), ("ATHENS_REDIS_SENTINEL_ENDPOINTS",), "sentinel_endpoints",
+        _string_list(",")),
+    Key(("SingleFlight", "RedisSentinel", "MasterName"), ("ATHENS_REDIS_SENTINEL_MASTER_NAME",), "sentinel_master",
+        _string),
+    Key(("SingleFlight", "RedisSentinel", "SentinelPassword"), ("ATHENS_REDIS_SENTINEL_PASSWORD",),
+        "sentinel_password", _string),
 )
 
 #: Athens' other top-level keys: accepted so an Athens file loads, reported as not (yet) used.
 ATHENS_KEYS = frozenset(
     """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
     TraceExporter StatsExporter BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook
-    PathPrefix TLSCertFile TLSKeyFile SumDBs RobotsFile SingleFlightType SingleFlight Storage IndexType
-    Index""".split()
+    PathPrefix TLSCertFile TLSKeyFile SumDBs RobotsFile SingleFlight Storage IndexType Index""".split()
 )
 
 
@@ -235,22 +276,25 @@ def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return node
 
 
+def _leaves(table: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = []
+    for name, value in table.items():
+        if isinstance(value, Mapping) and value:
+            found += _leaves(value, path + (name,))
+        else:
+            found.append(path + (name,))
+    return found
+
+
 def _unused_keys(table: Mapping[str, Any]) -> list[str]:
     used = {k.toml for k in KEYS}
     notes = []
-    for name, value in table.items():
-        if (name,) in used:
+    for leaf in _leaves(table):
+        if leaf in used:
             continue
-        if name == "Storage" and isinstance(value, Mapping):
-            for backend, section in value.items():
-                fields = section.keys() if isinstance(section, Mapping) else ()
-                for field in fields:
-                    if ("Storage", backend, field) not in used:
-                        notes.append(f"Storage.{backend}.{field}")
-        elif name in ATHENS_KEYS:
-            notes.append(name)
-        else:
-            notes.append(f"{name} (not an Athens key either: a typo?)")
+        name = ".".join(leaf)
+        notes.append(name if leaf[0] in ATHENS_KEYS or leaf[0] in {k.toml[0] for k in KEYS}
+                     else f"{name} (not an Athens key either: a typo?)")
     return notes
 
 

@@ -19,7 +19,9 @@ from athens.filter import Action, FilterError, load_filter
 from athens.listcache import ListCache
 from athens.origin import Origin
 from athens.policy import PolicyError, load_policy
+from athens.singleflight.redis import RedisLock, connect_sentinel
 from athens.stash import Stash
+from athens.storage.redis import connect as connect_redis
 from athens.logs import make_observer
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
@@ -57,8 +59,25 @@ def build_origin(config: Config, storage: IStorage, reactor: Any) -> Origin:
         base_env=environ,
     )
     lists = ListCache(fetcher, reactor, ttl=config.list_cache_ttl, negative_ttl=min(15, config.list_cache_ttl))
-    return Origin(fetcher, Stash(fetcher, storage), lists, policy, filter_rules, config.network_mode,
-                  config.global_endpoint)
+    return Origin(fetcher, Stash(fetcher, storage, build_lock(config, reactor)), lists, policy, filter_rules,
+                  config.network_mode, config.global_endpoint)
+
+
+def build_lock(config: Config, reactor: Any) -> RedisLock | None:
+    """The lock that makes several nodes fetch a version once (``SingleFlightType``)."""
+    if config.single_flight_type == "memory":
+        return None
+    if config.single_flight_type == "redis-sentinel":
+        redis = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
+                                 config.redis_password, config.lock_timeout)
+    else:
+        try:
+            redis = connect_redis(config.redis_endpoint, config.redis_password, timeout=config.lock_timeout)
+        except ValueError as e:
+            raise ConfigError(f"SingleFlight.Redis.Endpoint: {e}") from None
+    wait = config.stash_timeout + config.lock_ttl
+    return RedisLock(redis, reactor, ttl=config.lock_ttl, wait=wait, prefix=config.redis_key_prefix,
+                     retries=config.lock_max_retries)
 
 
 class AthensService(MultiService):

@@ -21,6 +21,7 @@ from athens.fetch.interface import Fetched, IFetcher, OriginError
 from athens.modzip import InvalidZip, check_zip
 from athens.module import ModuleVersion
 from athens.singleflight import SingleFlight
+from athens.singleflight.redis import RedisLock
 from athens.storage.disk import FileBlob
 from athens.storage.interface import IStorage
 
@@ -31,6 +32,8 @@ log = Logger()
 class Stash:
     fetcher: IFetcher
     storage: IStorage
+    #: Across nodes (``SingleFlightType = "redis"``); None: this process only.
+    lock: RedisLock | None = None
     flights: SingleFlight[None] = attrs.field(factory=SingleFlight)
 
     def stash(self, module: str, version: str) -> Deferred[None]:
@@ -47,6 +50,16 @@ class Stash:
     async def _stash(self, key: ModuleVersion) -> None:
         if await self.storage.exists(key.path, key.version):
             return
+        if self.lock is None:
+            await self._fetch(key)
+            return
+
+        async def stored() -> bool:
+            return bool(await self.storage.exists(key.path, key.version))
+
+        await self.lock.run(key, stored, lambda: self._fetch(key))
+
+    async def _fetch(self, key: ModuleVersion) -> None:
         fetched = await self.fetcher.download(key.path, key.version)
         try:
             await deferToThread(_check, fetched)

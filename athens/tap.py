@@ -40,7 +40,7 @@ def makeService(options: Options) -> AthensService:
                 "log_format": options["log-format"],
             },
         )
-        storage = open_storage(config)
+        storage = open_storage(config, reactor)
     except ConfigError as e:
         # twistd prints a usage error with our message and exits non-zero.
         raise usage.UsageError(f"configuration error: {e}") from None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from athens.config import Config, ConfigError
 from athens.storage.interface import IStorage
 
 
-def open_storage(config: Config) -> IStorage:
+def open_storage(config: Config, reactor: Any = None) -> IStorage:
     if config.storage_type == "memory":
         from athens.storage.memory import MemoryStorage
 
@@ -18,4 +20,20 @@ def open_storage(config: Config) -> IStorage:
             return DiskStorage(config.disk_root)
         except OSError as e:
             raise ConfigError(f"Storage.Disk.RootPath: cannot use {config.disk_root!r}: {e.strerror}") from None
+    if config.storage_type == "redis":
+        from athens.storage.redis import RedisStorage, connect
+
+        endpoint, password = config.redis_for_storage()
+        try:
+            return RedisStorage(connect(endpoint, password, timeout=config.lock_timeout), config.redis_key_prefix)
+        except ValueError as e:
+            raise ConfigError(f"Storage.Redis.Endpoint: {e}") from None
+    if config.storage_type == "postgres":
+        from athens.storage.sql import PostgresStorage
+
+        if not config.postgres_url:
+            raise ConfigError("Storage.Postgres.URL: required for StorageType postgres (postgresql://user@host/db)")
+        if reactor is None:
+            from twisted.internet import reactor
+        return PostgresStorage.connect(config.postgres_url, reactor, config.postgres_max_connections)
     raise ConfigError(f"StorageType: {config.storage_type!r} is not supported")

@@ -34,7 +34,7 @@ from athens.module import (
 )
 from athens.origin import Origin
 from athens.policy import Mode
-from athens.storage.interface import IStorage, NotFound, StorageUnavailable
+from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
 from athens.web.responses import JSON, TEXT, ZIP, body, text
 from athens.web.streaming import write_stream
 
@@ -129,6 +129,9 @@ class ProtocolResource:
         except StorageUnavailable as e:
             log.warn("storage unavailable: {error}", error=str(e))
             return text(request, f"storage unavailable: {e}", 503)
+        except StorageError as e:
+            log.error("storage error: {error}", error=str(e))
+            return text(request, f"storage error: {e}", 503)
 
     # -- policy --
 
