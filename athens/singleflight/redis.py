@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from athens.fetch.interface import OriginTimeout
 from athens.module import ModuleVersion
 from athens.storage.interface import StorageUnavailable
-from athens.storage.redis import _call
+from athens.storage.redis import _cmd, _eval
 
 log = Logger()
 T = TypeVar("T")
@@ -86,14 +86,14 @@ class RedisLock:
         finally:
             renewal.stop()
             try:
-                await _call(self.redis.eval(_RELEASE, [key], [token]))
+                await _eval(self.redis, _RELEASE, [key], [token])
             except Exception as e:  # it expires anyway
                 log.warn("could not release the lock for {what}: {error}", what=str(what), error=str(e))
 
     async def _acquire(self, key: bytes, token: bytes) -> bool:
         for attempt in range(self.retries):
             try:
-                return bool(await _call(self.redis.execute_command("SET", key, token, "NX", "PX", int(self.ttl * 1000))))
+                return bool(await _cmd(self.redis, "SET", key, token, "NX", "PX", int(self.ttl * 1000)))
             except StorageUnavailable:
                 if attempt == self.retries - 1:
                     raise

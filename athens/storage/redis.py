@@ -22,6 +22,7 @@ from typing import Any, AsyncIterable, AsyncIterator
 
 import attrs
 import txredisapi
+from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
 from zope.interface import implementer
@@ -57,7 +58,8 @@ for i = 0, count - 1 do redis.call('DEL', ARGV[3] .. blob .. ':' .. i) end
 return 1
 """
 
-_DOWN = (txredisapi.ConnectionError, ConnectError, ConnectionLost, TimeoutError, txredisapi.TimeoutError)
+_DOWN = (txredisapi.ConnectionError, ConnectError, ConnectionLost, TimeoutError, txredisapi.TimeoutError,
+         defer.TimeoutError, defer.CancelledError)
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -85,7 +87,7 @@ class RedisBlob:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for key in self.keys:
-            chunk = await _call(self.redis.execute_command("GET", key))
+            chunk = await _cmd(self.redis, "GET", key)
             if chunk is None:
                 raise StorageError("a zip chunk disappeared while it was read (the version was deleted)")
             yield chunk
@@ -94,7 +96,38 @@ class RedisBlob:
         pass
 
 
-async def _call(d: Deferred[Any]) -> Any:
+#: No Redis command waits longer than this, whatever state the pool is in.
+COMMAND_TIMEOUT = 30.0
+
+
+def _check_live(redis: Any) -> None:
+    """
+    Once the pool has worked, fail at once while it has no connection, rather
+    than queue the command until Redis is back (the client gets its 503 now).
+    """
+    factory = getattr(redis, "_factory", None)
+    if vars(redis).get("_athens_worked") and getattr(factory, "size", 1) == 0:  # (the handler proxies unknown names)
+        raise StorageUnavailable("redis: connection lost (reconnecting)")
+
+
+async def _cmd(redis: Any, *args: Any, timeout: float | None = None) -> Any:
+    _check_live(redis)
+    result = await _call(redis.execute_command(*args), timeout)
+    redis._athens_worked = True
+    return result
+
+
+async def _eval(redis: Any, script: bytes, keys: list[bytes], args: list[Any]) -> Any:
+    _check_live(redis)
+    result = await _call(redis.eval(script, keys, args))
+    redis._athens_worked = True
+    return result
+
+
+async def _call(d: Deferred[Any], timeout: float | None = None) -> Any:
+    from twisted.internet import reactor
+
+    d.addTimeout(timeout or COMMAND_TIMEOUT, reactor)
     try:
         return await d
     except _DOWN as e:
@@ -118,7 +151,7 @@ class RedisStorage:
 
     def _meta(self, module: str, version: str) -> Deferred[dict[bytes, bytes]]:
         async def get() -> dict[bytes, bytes]:
-            values = await _call(self.redis.execute_command("HGETALL", self._vkey(module, version)))
+            values = await _cmd(self.redis, "HGETALL", self._vkey(module, version))
             if not values:
                 raise NotFound(f"{module}@{version}: not found")
             return dict(zip(values[::2], values[1::2]))
@@ -127,7 +160,7 @@ class RedisStorage:
 
     def list(self, module: str) -> Deferred[list[str]]:
         async def members() -> list[str]:
-            return [v.decode() for v in await _call(self.redis.execute_command("SMEMBERS", self._key("m", module)))]
+            return [v.decode() for v in await _cmd(self.redis, "SMEMBERS", self._key("m", module))]
 
         return ensureDeferred(members())
 
@@ -138,7 +171,7 @@ class RedisStorage:
         return ensureDeferred(self._field(module, version, b"mod"))
 
     async def _field(self, module: str, version: str, field: bytes) -> bytes:
-        value = await _call(self.redis.execute_command("HGET", self._vkey(module, version), field))
+        value = await _cmd(self.redis, "HGET", self._vkey(module, version), field)
         if value is None:
             raise NotFound(f"{module}@{version}: not found")
         return bytes(value)
@@ -154,7 +187,7 @@ class RedisStorage:
 
     def exists(self, module: str, version: str) -> Deferred[bool]:
         async def check() -> bool:
-            return bool(await _call(self.redis.execute_command("EXISTS", self._vkey(module, version))))
+            return bool(await _cmd(self.redis, "EXISTS", self._vkey(module, version)))
 
         return ensureDeferred(check())
 
@@ -168,14 +201,15 @@ class RedisStorage:
         count = size = 0
         try:
             async for chunk in rechunk(sized(zip), CHUNK):
-                await _call(self.redis.execute_command("SET", self._key("b", blob, str(count)), chunk, "EX", PENDING_TTL))
+                await _cmd(self.redis, "SET", self._key("b", blob, str(count)), chunk, "EX", PENDING_TTL)
                 count += 1
                 size += len(chunk)
-            published = await _call(self.redis.eval(
+            published = await _eval(
+                self.redis,
                 _PUBLISH,
                 [self._vkey(module, version), self._key("m", module), self._key("catalog")],
                 [info, mod, str(size), blob, str(count), version, f"{module}\x00{version}", self._key("b", blob, "")],
-            ))
+            )
         except BaseException:
             await self._drop_chunks(blob, count)
             raise
@@ -190,17 +224,18 @@ class RedisStorage:
     async def _drop_chunks(self, blob: str, count: int) -> None:
         if count:
             try:
-                await self.redis.execute_command("DEL", *[self._key("b", blob, str(i)) for i in range(count)])
+                await _cmd(self.redis, "DEL", *[self._key("b", blob, str(i)) for i in range(count)], timeout=5)
             except Exception:
                 pass  # they expire anyway
 
     def delete(self, module: str, version: str) -> Deferred[None]:
         async def remove() -> None:
-            done = await _call(self.redis.eval(
+            done = await _eval(
+                self.redis,
                 _DELETE,
                 [self._vkey(module, version), self._key("m", module), self._key("catalog")],
                 [version, f"{module}\x00{version}", self._key("b", "")],
-            ))
+            )
             if not done:
                 raise NotFound(f"{module}@{version}: not found")
 
@@ -213,8 +248,8 @@ class RedisStorage:
                 path, _, version = token.rpartition("@")
                 start = b"(" + f"{path}\x00{version}".encode()
             limit_ = max(limit, 1)
-            members = await _call(self.redis.execute_command(
-                "ZRANGEBYLEX", self._key("catalog"), start, b"+", "LIMIT", 0, limit_ + 1))
+            members = await _cmd(self.redis, 
+                "ZRANGEBYLEX", self._key("catalog"), start, b"+", "LIMIT", 0, limit_ + 1)
             items = [ModuleVersion(*m.decode().split("\x00", 1)) for m in members[:limit_]]
             more = len(members) > limit_
             return CatalogPage(items, str(items[-1]) if more else "")
@@ -223,7 +258,7 @@ class RedisStorage:
 
     def ping(self) -> Deferred[None]:
         async def pong() -> None:
-            await _call(self.redis.execute_command("PING"))
+            await _cmd(self.redis, "PING")
 
         return ensureDeferred(pong())
 
@@ -233,7 +268,7 @@ class RedisStorage:
 
 async def _disconnect(redis: Any) -> None:
     try:
-        await redis.disconnect()
+        await _call(redis.disconnect(), 5)
     except Exception:
         pass
 

@@ -1,0 +1,174 @@
+"""The Redis lock, and what shared stores do when they fail: against real servers."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import deferLater
+
+from athens.module import ModuleVersion
+from athens.singleflight.redis import RedisLock
+from athens.storage.interface import StorageError, StorageUnavailable
+from athens.storage.redis import RedisStorage, connect
+from athens.web.app import make_resource
+from tests.inprocess import serve
+from tests.servers import start_redis
+from tests.streams import once, pattern
+
+WHAT = ModuleVersion("example.com/locked", "v1.0.0")
+
+
+def reactor():
+    from twisted.internet import reactor as r
+
+    return r
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    return deferLater(reactor(), seconds, lambda: None)
+
+
+@pytest.fixture
+def redis_pool(redis_server):
+    pool = connect(redis_server.endpoint)
+    yield pool
+    pytest_twisted.blockon(pool.disconnect())
+
+
+def lock(pool, **kwargs) -> RedisLock:
+    return RedisLock(pool, reactor(), prefix=f"lock-{uuid.uuid4().hex}:", **kwargs)
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_one_runs_the_other_finds_it_done(redis_pool):
+    node_a = lock(redis_pool, poll=0.05)
+    node_b = attr_copy(node_a)
+    done = []
+
+    async def work():
+        done.append(1)
+        await sleep(0.3)
+        return "fetched"
+
+    async def is_done():
+        return bool(done)
+
+    results = await gatherResults([Deferred.fromCoroutine(node_a.run(WHAT, is_done, work)),
+                                   Deferred.fromCoroutine(node_b.run(WHAT, is_done, work))])
+    assert sorted(results, key=str) == [None, "fetched"]
+    assert done == [1]
+
+
+def attr_copy(held: RedisLock) -> RedisLock:
+    """A second node: same Redis and prefix, its own tokens."""
+    return RedisLock(held.redis, held.clock, ttl=held.ttl, wait=held.wait, poll=held.poll, prefix=held.prefix)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_lock_is_renewed_while_a_long_fetch_runs(redis_pool, redis_server):
+    holder = lock(redis_pool, ttl=0.3)
+    key = f"{holder.prefix}lock:{WHAT}"
+
+    async def slow():
+        await sleep(1.2)  # four TTLs
+        return redis_server.cli("EXISTS", key)
+
+    async def never():
+        return False
+
+    assert await holder.run(WHAT, never, slow) == ":1\r\n"  # still held at the end
+    assert redis_server.cli("EXISTS", key) == ":0\r\n"  # and released after
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dead_holder_blocks_others_only_until_the_ttl(redis_pool, redis_server):
+    waiter = lock(redis_pool, poll=0.05)
+    key = f"{waiter.prefix}lock:{WHAT}"
+    assert redis_server.cli("SET", key, "a-node-that-died", "PX", "500") == "+OK\r\n"
+
+    async def never():
+        return False
+
+    async def work():
+        return "mine"
+
+    assert await waiter.run(WHAT, never, work) == "mine"
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_holder_releases(redis_pool, redis_server):
+    holder = lock(redis_pool, ttl=0.2)
+    key = f"{holder.prefix}lock:{WHAT}"
+
+    async def never():
+        return False
+
+    async def overrun():
+        await sleep(0.1)
+        # the lock was taken over by someone else meanwhile (as after an expiry)
+        redis_server.cli("SET", key, "someone-else")
+        holder.ttl = 60.0
+        return "done"
+
+    await holder.run(WHAT, never, overrun)
+    assert redis_server.cli("GET", key) == "$12\r\nsomeone-else\r\n"
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_down_is_503_and_the_storage_reconnects(tmp_path):
+    server = start_redis(tmp_path / "r", None, "--appendonly", "yes")
+    storage = RedisStorage(connect(server.endpoint, timeout=2))
+    served = serve(make_resource(storage))
+    try:
+        await storage.save("example.com/kept", "v1.0.0", b'{"Version":"v1.0.0"}', b"module kept\n", once(b"zip"))
+        slow = pattern(b"half", 8 << 20, chunk=1 << 20, yield_every=1)
+
+        async def killed_midway():
+            async for chunk in slow:
+                yield chunk
+                if server.process.poll() is None:
+                    server.process.send_signal(signal.SIGKILL)
+                    server.process.wait()
+
+        with pytest.raises(StorageUnavailable):
+            await storage.save("example.com/half", "v1.0.0", b"{}", b"m", killed_midway())
+        status, body, _ = await served.get("/example.com/kept/@v/v1.0.0.info")
+        assert status == 503 and b"storage unavailable" in body
+        assert (await served.get("/readyz"))[0] == 503
+
+        restarted = start_redis(tmp_path / "r", server.port, "--appendonly", "yes")
+        try:
+            for _ in range(100):  # txredisapi reconnects by itself
+                try:
+                    await storage.ping()
+                    break
+                except StorageUnavailable:
+                    await sleep(0.1)
+            assert (await served.get("/readyz"))[0] == 200
+            assert (await served.get("/example.com/kept/@v/v1.0.0.info"))[0] == 200
+            assert await storage.list("example.com/half") == []
+            assert not await storage.exists("example.com/half", "v1.0.0")
+        finally:
+            restarted.stop()
+    finally:
+        await served.close()
+        await storage.close()
+        server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_store_that_refuses_writes_fails_the_save_cleanly(tmp_path):
+    server = start_redis(tmp_path / "full", None, "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    storage = RedisStorage(connect(server.endpoint, timeout=5))
+    try:
+        with pytest.raises(StorageError, match="OOM"):
+            await storage.save("example.com/big", "v1.0.0", b"{}", b"m", pattern(b"big", 16 << 20))
+        assert not await storage.exists("example.com/big", "v1.0.0")
+        assert await storage.list("example.com/big") == []
+    finally:
+        await storage.close()
+        server.stop()
