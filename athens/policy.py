@@ -164,7 +164,6 @@ def parse_download_file(text: str, default_url: str = "", where: str = "download
         return v, line
 
     def assignments(end: str | None) -> dict[str, Any]:
-        nonlocal pos
         found: dict[str, Any] = {"blocks": []}
         while pos < len(tokens) and not (end and tokens[pos][:2] == ("sym", end)):
             name, line = take("word")

@@ -1,20 +1,20 @@
 #!/usr/bin/env python3
 """
-Cache-hit throughput of a running daemon on disk storage.
+Cache-hit throughput of a running daemon, per storage backend.
 
-    python benchmarks/cache_hits.py [--seconds 10] [--connections 32] [--zip-mib 100]
+    python benchmarks/cache_hits.py [--storages disk,redis,postgres] [--seconds 10] [--zip-mib 100]
 
-Starts `twistd -n athens` on a seeded disk store and prints requests per
-second for `.info` and `.mod`, MB/s for a large `.zip`, and the daemon's
-peak RSS.  Load comes from `wrk` when it is installed, else from a Python
-generator in a separate process.  Not part of the test run.
+For each storage, starts `twistd -n athens` on a seeded store (Redis and
+PostgreSQL servers are started on free loopback ports) and prints requests
+per second for `.info` and `.mod`, MB/s for a large `.zip`, and the daemon's
+peak RSS, side by side.  Load comes from `wrk` when it is installed, else
+from a Python generator in a separate process.  Not part of the test run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import platform
@@ -30,24 +30,36 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.daemon import start_daemon  # noqa: E402
+from tests.daemon import source_env, start_daemon  # noqa: E402
+from tests.servers import start_postgres, start_redis  # noqa: E402
 
 MODULE = "example.com/bench/lib"
 BIG = "example.com/bench/big"
 
 
-def seed(root: Path, zip_mib: int) -> None:
-    """Write versions straight into Athens' disk layout (what the daemon serves)."""
-    for module, version, size in ((MODULE, "v1.0.0", 64 << 10), (BIG, "v1.0.0", zip_mib << 20)):
-        vdir = root.joinpath(*module.split("/"), version)
-        vdir.mkdir(parents=True)
-        (vdir / "go.mod").write_text(f"module {module}\n\ngo 1.21\n")
-        (vdir / f"{version}.info").write_text(json.dumps({"Version": version, "Time": "2024-01-02T03:04:05Z"}))
-        block = os.urandom(1 << 20)
-        with open(vdir / "source.zip", "wb") as f:
-            for _ in range(size >> 20):
-                f.write(block)
-            f.write(block[: size & ((1 << 20) - 1)])
+def seed(env: dict[str, str], zip_mib: int) -> None:
+    """Save the benchmark versions through the storage API into the store ``env`` names."""
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.seed", f"{MODULE},v1.0.0,{64 << 10}", f"{BIG},v1.0.0,{zip_mib << 20}"],
+        cwd=REPO, env=source_env(env), check=True,
+    )
+
+
+def storage_env(kind: str, tmp: Path, servers: list) -> dict[str, str]:
+    """The ATHENS_* settings of one backend, starting its server if it needs one."""
+    if kind == "disk":
+        return {"ATHENS_STORAGE_TYPE": "disk", "ATHENS_DISK_STORAGE_ROOT": str(tmp / "storage")}
+    if kind == "memory":
+        raise SystemExit("memory storage cannot be seeded from outside the daemon")
+    if kind == "redis":
+        server = start_redis(tmp / "redis")
+        servers.append(server)
+        return {"ATHENS_STORAGE_TYPE": "redis", "ATHENS_STORAGE_REDIS_ENDPOINT": server.endpoint}
+    if kind == "postgres":
+        server = start_postgres()
+        servers.append(server)
+        return {"ATHENS_STORAGE_TYPE": "postgres", "ATHENS_STORAGE_POSTGRES_URL": server.url}
+    raise SystemExit(f"unknown storage {kind!r}")
 
 
 def machine() -> str:
@@ -126,8 +138,30 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def measure(kind: str, args: argparse.Namespace, load, tmp: Path) -> dict[str, str]:
+    servers: list = []
+    try:
+        env = storage_env(kind, tmp / kind, servers)
+        seed(env, args.zip_mib)
+        env.update(ATHENS_DOWNLOAD_MODE="none", ATHENS_NETWORK_MODE="offline")
+        daemon = start_daemon(tmp / kind / "daemon", "--log-level", "warn", env=env)
+        try:
+            base = f"{daemon.url}/{MODULE}/@v/v1.0.0"
+            row = {ext: f"{load(f'{base}.{ext}', args.seconds, args.connections):,.0f} req/s" for ext in ("info", "mod")}
+            mbps, _ = zip_throughput(f"{daemon.url}/{BIG}/@v/v1.0.0.zip", args.zip_rounds)
+            row["zip"] = f"{mbps:,.0f} MB/s"
+            row["rss"] = f"{peak_rss_mib(daemon.process.pid):.0f} MiB"
+            return row
+        finally:
+            daemon.stop()
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--storages", default="disk,redis,postgres")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--zip-mib", type=int, default=100)
@@ -137,27 +171,17 @@ def main() -> None:
 
     use_wrk = shutil.which("wrk") and not args.python_load
     load = wrk if use_wrk else python_load
+    kinds = [k.strip() for k in args.storages.split(",") if k.strip()]
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"machine: {machine()}")
+    print("daemon:  twistd -n athens, one process, storage and load generator on the same machine")
+    print(f"load:    {'wrk -t2' if use_wrk else 'python asyncio'} -c{args.connections} {args.seconds}s per endpoint; "
+          f".zip: {args.zip_mib} MiB x{args.zip_rounds}, one client")
     with tempfile.TemporaryDirectory(prefix="athens-bench-") as tmp:
-        root = Path(tmp) / "storage"
-        seed(root, args.zip_mib)
-        daemon = start_daemon(Path(tmp) / "daemon", "--storage", "disk", "--storage-root", str(root),
-                              "--log-level", "warn")
-        try:
-            base = f"{daemon.url}/{MODULE}/@v/v1.0.0"
-            print(f"command: {' '.join(sys.argv)}")
-            print(f"machine: {machine()}")
-            print(f"daemon:  twistd -n athens --storage disk (pid {daemon.process.pid}), one process")
-            print(f"load:    {'wrk -t2' if use_wrk else 'python asyncio'} -c{args.connections} {args.seconds}s per endpoint")
-            for ext in ("info", "mod"):
-                rps = load(f"{base}.{ext}", args.seconds, args.connections)
-                print(f".{ext:<4} cache hit: {rps:10.0f} requests/s")
-            rss_before = peak_rss_mib(daemon.process.pid)
-            mbps, total = zip_throughput(f"{daemon.url}/{BIG}/@v/v1.0.0.zip", args.zip_rounds)
-            print(f".zip {args.zip_mib} MiB x{args.zip_rounds}: {mbps:10.1f} MB/s ({total / 1e6:.0f} MB read)")
-            print(f"daemon peak RSS: {peak_rss_mib(daemon.process.pid):.1f} MiB "
-                  f"(before the zips: {rss_before:.1f} MiB)")
-        finally:
-            daemon.stop()
+        rows = {kind: measure(kind, args, load, Path(tmp)) for kind in kinds}
+    print(f"{'':14}" + "".join(f"{kind:>16}" for kind in kinds))
+    for key, label in (("info", ".info hit"), ("mod", ".mod hit"), ("zip", ".zip"), ("rss", "peak RSS")):
+        print(f"{label:14}" + "".join(f"{rows[kind][key]:>16}" for kind in kinds))
 
 
 if __name__ == "__main__":
