@@ -59,6 +59,23 @@ class RedisServer:
             return s.recv(1 << 20).decode(errors="replace")
 
 
+def start_sentinel(workdir: Path, master: RedisServer, name: str = "redis-1") -> RedisServer:
+    """A Redis Sentinel watching ``master`` under ``name``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "sentinel.conf"
+    port = free_port()
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                    f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is required for these tests (apt-get install redis-server)")
+    log = workdir / "sentinel.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=out, stderr=subprocess.STDOUT)
+    _wait_port(port, process, "redis sentinel", log)
+    return RedisServer(process, port, workdir)
+
+
 def start_redis(workdir: Path, port: int | None = None, *extra: str) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -89,17 +106,28 @@ class PostgresServer:
     port: int
     datadir: Path
     user: str
+    argv: list[str] = attrs.field(factory=list)
+
+    def start_again(self) -> None:
+        """Start the stopped server again on the same data and port."""
+        log = self.datadir.parent / "postgres.log"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+        _wait_port(self.port, self.process, "postgres", log, timeout=60)
 
     @property
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
-    def stop(self) -> None:
+    def halt(self) -> None:
         if self.process.poll() is None:
             # SIGINT to the postmaster itself (runuser does not pass it on): fast shutdown.
             pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
             os.kill(pid, signal.SIGINT)
             self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
@@ -121,11 +149,9 @@ def start_postgres() -> PostgresServer:
     subprocess.run([*prefix, _pg_bin("initdb"), "-D", str(datadir), "-U", user, "--auth=trust", "-E", "UTF8",
                     "--no-sync"], check=True, capture_output=True, timeout=120)
     port = free_port()
+    argv = [*prefix, _pg_bin("postgres"), "-D", str(datadir), "-p", str(port), "-h", "127.0.0.1",
+            "-k", str(workdir), "-c", "fsync=off", "-c", "max_connections=200"]
     with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*prefix, _pg_bin("postgres"), "-D", str(datadir), "-p", str(port), "-h", "127.0.0.1",
-             "-k", str(workdir), "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "postgres", log, timeout=60)
-    return PostgresServer(process, port, datadir, user)
+    return PostgresServer(process, port, datadir, user, argv)

@@ -172,3 +172,56 @@ async def test_a_store_that_refuses_writes_fails_the_save_cleanly(tmp_path):
     finally:
         await storage.close()
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_through_sentinel_for_the_lock_and_the_store(tmp_path, redis_server):
+    from athens.singleflight.redis import connect_sentinel
+    from tests.servers import start_sentinel
+
+    sentinel = start_sentinel(tmp_path / "sentinel", redis_server)
+    master = connect_sentinel((sentinel.endpoint,), "redis-1", "", "", 5)
+    try:
+        storage = RedisStorage(master, prefix=f"sentinel-{uuid.uuid4().hex}:")
+        assert await storage.save("example.com/s", "v1.0.0", b"{}", b"module s\n", once(b"zip"))
+        assert await storage.go_mod("example.com/s", "v1.0.0") == b"module s\n"
+        node = RedisLock(master, reactor(), prefix=storage.prefix)
+
+        async def never():
+            return False
+
+        async def work():
+            return "locked through sentinel"
+
+        assert await node.run(WHAT, never, work) == "locked through sentinel"
+    finally:
+        await storage.close()
+        sentinel.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_postgres_down_is_503_and_the_pool_reconnects():
+    from athens.storage.sql import PostgresStorage
+    from tests.servers import start_postgres
+
+    server = start_postgres()
+    storage = PostgresStorage.connect(server.url, reactor(), max_connections=2)
+    served = serve(make_resource(storage))
+    try:
+        await storage.save("example.com/kept", "v1.0.0", b'{"Version":"v1.0.0"}', b"module kept\n", once(b"zip"))
+        server.halt()
+        status, body, _ = await served.get("/example.com/kept/@v/v1.0.0.mod")
+        assert status == 503 and b"storage unavailable: postgres" in body
+        assert (await served.get("/readyz"))[0] == 503
+        server.start_again()
+        for _ in range(50):  # adbapi drops broken connections and opens new ones
+            status, body, _ = await served.get("/example.com/kept/@v/v1.0.0.mod")
+            if status == 200:
+                break
+            await sleep(0.1)
+        assert (status, body) == (200, b"module kept\n")
+        assert (await served.get("/readyz"))[0] == 200
+    finally:
+        await served.close()
+        await storage.close()
+        server.stop()

@@ -30,17 +30,29 @@ _RENEW = b"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXP
 _RELEASE = b"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
+class _BinarySentinelProtocol(txredisapi.SentinelRedisProtocol):
+    """txredisapi compares the ROLE reply with str: decode it when the connection is binary."""
+
+    def role(self) -> Any:
+        return super().role().addCallback(lambda reply: [r.decode() if isinstance(r, bytes) else r for r in reply])
+
+
+class _BinarySentinelFactory(txredisapi.SentinelConnectionFactory):
+    protocol = _BinarySentinelProtocol
+
+
 def connect_sentinel(endpoints: tuple[str, ...], master: str, sentinel_password: str, password: str,
                      timeout: float) -> Any:
     """The master Redis behind Sentinel (``SingleFlightType = "redis-sentinel"``)."""
     from athens.storage.redis import parse_endpoint
 
     sentinel = txredisapi.Sentinel(
-        [parse_endpoint(e) for e in endpoints], password=sentinel_password or None, charset=None,
-        convertNumbers=False, connectTimeout=timeout, replyTimeout=timeout,
+        [parse_endpoint(e) for e in endpoints], password=sentinel_password or None,
+        connectTimeout=timeout, replyTimeout=timeout,
     )
-    return sentinel.master_for(master, poolsize=4, password=password or None, charset=None, convertNumbers=False,
-                               connectTimeout=timeout, replyTimeout=timeout)
+    # Binary-safe on the data connection; discovery talks text to the sentinels.
+    return sentinel.master_for(master, factory_class=_BinarySentinelFactory, poolsize=4, password=password or None,
+                               charset=None, convertNumbers=False, replyTimeout=timeout)
 
 
 @attrs.define

@@ -23,6 +23,12 @@ def open_storage(config: Config, reactor: Any = None) -> IStorage:
     if config.storage_type == "redis":
         from athens.storage.redis import RedisStorage, connect
 
+        if not config.redis_storage_endpoint and config.single_flight_type == "redis-sentinel":
+            from athens.singleflight.redis import connect_sentinel
+
+            master = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
+                                      config.redis_password, config.lock_timeout)
+            return RedisStorage(master, config.redis_key_prefix)
         endpoint, password = config.redis_for_storage()
         try:
             return RedisStorage(connect(endpoint, password, timeout=config.lock_timeout), config.redis_key_prefix)
