@@ -69,6 +69,7 @@ class Config:
     filter_file: str = ""
     global_endpoint: str = ""
     list_cache_ttl: int = 60
+    redirect_code: int = 301
     # -- shared storage and single-flight across nodes --
     redis_storage_endpoint: str = ""
     redis_storage_password: str = attrs.field(default="", repr=False)
@@ -167,9 +168,20 @@ def _env_assignments(key: str, raw: Any) -> tuple[str, ...]:
 
 def _download_mode(key: str, raw: Any) -> str:
     value = _string(key, raw).strip()
-    if not value.startswith(("file:", "custom:")) and value not in ("sync", "async", "redirect", "async_redirect", "none"):
-        raise ConfigError(f"{key}: {raw!r} is not sync, async, redirect, async_redirect, none, file:<path> or custom:<base64>")
+    modes = ("sync", "async", "redirect", "async_redirect", "none", "passthrough")
+    if not value.startswith(("file:", "custom:")) and value not in modes:
+        raise ConfigError(f"{key}: {raw!r} is not {', '.join(modes)}, file:<path> or custom:<base64>")
     return value
+
+
+def _redirect_code(key: str, raw: Any) -> int:
+    try:
+        code = int(raw)
+    except (TypeError, ValueError):
+        code = 0
+    if code not in (301, 302, 303, 307, 308):
+        raise ConfigError(f"{key}: {raw!r} is not a redirect status (301, 302, 303, 307, 308)")
+    return code
 
 
 def _url(key: str, raw: Any) -> str:
@@ -237,6 +249,7 @@ KEYS: tuple[Key, ...] = (
     Key(("FilterFile",), ("ATHENS_FILTER_FILE",), "filter_file", _path),
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
+    Key(("DownloadRedirectCode",), ("ATHENS_DOWNLOAD_REDIRECT_CODE",), "redirect_code", _redirect_code),
     Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
     Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),
     Key(("Storage", "Redis", "KeyPrefix"), ("ATHENS_STORAGE_REDIS_KEY_PREFIX",), "redis_key_prefix", _string),

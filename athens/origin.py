@@ -7,6 +7,7 @@ the list cache and the fetcher for queries.  The protocol handlers hold one
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import attrs
 
@@ -30,6 +31,8 @@ class Origin:
     filter: Filter | None = None
     network_mode: str = "strict"
     global_endpoint: str = ""
+    #: treq's connection pool to upstreams, closed at shutdown.
+    http_pool: Any = None
     _queries: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
 
     @property

@@ -34,10 +34,16 @@ class Mode(str, Enum):
     REDIRECT = "redirect"
     ASYNC_REDIRECT = "async_redirect"
     NONE = "none"
+    #: Stream from ``downloadURL`` without storing (modules that must not be cached); not in Athens.
+    PASSTHROUGH = "passthrough"
 
     @property
     def redirects(self) -> bool:
         return self in (Mode.REDIRECT, Mode.ASYNC_REDIRECT)
+
+    @property
+    def needs_url(self) -> bool:
+        return self.redirects or self is Mode.PASSTHROUGH
 
     @property
     def fills(self) -> bool:
@@ -86,12 +92,19 @@ class DownloadPolicy:
                 return rule.mode, rule.download_url or self.download_url
         return self.mode, self.download_url
 
+    def fill_url(self, module: str) -> str:
+        """The upstream a matching block names for filling (its own ``downloadURL``), or ``""``."""
+        for rule in self.rules:
+            if match_patterns(rule.patterns, module):
+                return rule.download_url if rule.mode.fills else ""
+        return ""
+
     def check(self) -> None:
         """Redirect modes need somewhere to redirect to."""
         for mode, url, where in [(self.mode, self.download_url, "the default")] + [
             (r.mode, r.download_url or self.download_url, f'download "{r.patterns}"') for r in self.rules
         ]:
-            if mode.redirects and not url:
+            if mode.needs_url and not url:
                 raise PolicyError(f"{where} uses mode {mode.value!r} but no downloadURL is set")
 
 

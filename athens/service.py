@@ -7,14 +7,16 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 
 from athens import __version__
 from athens.config import Config, ConfigError
 from athens.fetch.credentials import prepare_home
+from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
+from athens.fetch.upstream import UpstreamFetcher, make_pool
 from athens.filter import Action, FilterError, load_filter
 from athens.listcache import ListCache
 from athens.origin import Origin
@@ -47,10 +49,12 @@ def build_origin(config: Config, storage: IStorage, reactor: Any) -> Origin:
         raise ConfigError("GlobalEndpoint: the filter file has D rules but no GlobalEndpoint is set")
     environ = dict(os.environ)
     home = prepare_home(config, environ)
-    fetcher = GoFetcher(
+    goproxy = goproxy_of(config.go_env)
+    go = GoFetcher(
         reactor,
         go_binary=config.go_binary,
-        env_vars=config.go_env,
+        # The go command is the "direct" entry: it always fetches from the VCS itself.
+        env_vars=tuple(e for e in config.go_env if e.partition("=")[0].strip() != "GOPROXY") + ("GOPROXY=direct",),
         workers=config.go_get_workers,
         timeout=config.stash_timeout,
         work_dir=config.go_get_dir,
@@ -58,9 +62,20 @@ def build_origin(config: Config, storage: IStorage, reactor: Any) -> Origin:
         no_sum_patterns=config.no_sum_patterns,
         base_env=environ,
     )
+    pool = make_pool(reactor)
+
+    def upstream(url: str) -> UpstreamFetcher:
+        return UpstreamFetcher(url, reactor, pool, timeout=min(config.timeout, 60), work_dir=config.go_get_dir,
+                               slots=DeferredSemaphore(config.go_get_workers * 4))
+
+    try:
+        chain = go if goproxy.strip() == "direct" else ChainFetcher(parse_goproxy(goproxy, upstream, lambda: go))
+    except GoproxyError as e:
+        raise ConfigError(f"GoBinaryEnvVars: {e}") from None
+    fetcher = PerModuleFetcher(chain, policy.fill_url, upstream) if policy.rules else chain
     lists = ListCache(fetcher, reactor, ttl=config.list_cache_ttl, negative_ttl=min(15, config.list_cache_ttl))
     return Origin(fetcher, Stash(fetcher, storage, build_lock(config, reactor)), lists, policy, filter_rules,
-                  config.network_mode, config.global_endpoint)
+                  config.network_mode, config.global_endpoint, http_pool=pool)
 
 
 def build_lock(config: Config, reactor: Any) -> RedisLock | None:
@@ -90,7 +105,8 @@ class AthensService(MultiService):
         self.storage = storage
         self.endpoint = endpoint
         self.origin = origin if origin is not None else build_origin(config, storage, reactor)
-        self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin))
+        self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
+                                            config.redirect_code))
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 
@@ -118,4 +134,6 @@ class AthensService(MultiService):
 
     async def _stop(self) -> None:
         await super().stopService()
+        if self.origin.http_pool is not None:
+            await self.origin.http_pool.closeCachedConnections()
         await self.storage.close()

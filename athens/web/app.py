@@ -21,11 +21,12 @@ GET = ["GET", "HEAD"]
 log = Logger()
 
 
-def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None) -> Klein:
+def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
+             redirect_code: int = 301) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     ops = OpsResource(storage, clock)
-    protocol = ProtocolResource(storage, origin)
+    protocol = ProtocolResource(storage, origin, redirect_code)
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
@@ -51,5 +52,6 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     return app
 
 
-def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None) -> IResource:
-    return make_app(storage, clock, origin).resource()
+def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
+                  redirect_code: int = 301) -> IResource:
+    return make_app(storage, clock, origin, redirect_code).resource()
