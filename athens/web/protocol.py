@@ -35,6 +35,7 @@ from athens.module import (
 from athens.origin import Origin
 from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
+from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, body, text
 from athens.web.streaming import write_stream
 
@@ -100,6 +101,11 @@ class Forbidden(Exception):
     pass
 
 
+class PassThrough(Exception):
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+
 @attrs.define
 class ProtocolResource:
     """The handlers of the protocol routes. Without an origin it is a pure cache."""
@@ -114,6 +120,9 @@ class ProtocolResource:
             if req is None:
                 return text(request, f"not found: {path!r} is not a module proxy path", 404)
             self._apply_filter(req)
+            mode, url = self._mode(req.module)
+            if mode is Mode.PASSTHROUGH:
+                raise PassThrough(url)  # never cached: storage is not even asked
             handler: Callable[[IRequest, Request], Awaitable[bytes | None]] = getattr(self, "_" + req.kind)
             return await handler(request, req)
         except InvalidInput as e:
@@ -122,6 +131,8 @@ class ProtocolResource:
             return text(request, f"forbidden: {e}", 403)
         except Redirect as r:
             return self._redirect(request, r.base)
+        except PassThrough as p:
+            return await self._pass_through(request, p.base)
         except NotFound as e:
             return text(request, f"not found: {e}", 404)
         except OriginError as e:
@@ -148,6 +159,15 @@ class ProtocolResource:
         if self.origin is None:
             return Mode.NONE, ""
         return self.origin.policy.for_module(module)
+
+    async def _pass_through(self, request: IRequest, base: str) -> bytes | None:
+        assert self.origin is not None
+        from twisted.internet import reactor
+
+        try:
+            return await relay(request, base.rstrip("/") + request.path.decode("ascii"), self.origin.http_pool, reactor)
+        except OriginError as e:
+            return text(request, f"{_origin_words(e)}: {e}", e.status)
 
     def _redirect(self, request: IRequest, base: str) -> bytes:
         location = base.rstrip("/").encode() + request.path
