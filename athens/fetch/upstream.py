@@ -113,7 +113,7 @@ class UpstreamFetcher:
             except (InfiniteRedirection, RedirectWithNoLocation) as e:
                 raise OriginError(f"the upstream {self.url} redirects in a loop or nowhere: {e}") from None
             except ResponseFailed as e:
-                raise OriginError(f"the upstream {self.url} broke the connection: {e}") from None
+                raise self._failed(e) from None
             if response.code in (404, 410):
                 text = (await _small(response, self.reactor, self.idle_timeout)).decode("utf-8", "replace")
                 raise OriginNotFound(" ".join(text.split())[:500] or f"{response.code} from the upstream")
@@ -123,6 +123,16 @@ class UpstreamFetcher:
             return await body(response)
         finally:
             self.slots.release()
+
+    def _failed(self, e: ResponseFailed) -> OriginError:
+        """What lies under treq's ResponseFailed: a timeout, a redirect loop, a dropped connection."""
+        reasons = [r for r in e.reasons if isinstance(r, Failure)]
+        if any(r.check(defer.CancelledError, TimeoutError) for r in reasons):
+            return OriginTimeout(f"the upstream {self.url} did not answer within {self.timeout:g}s")
+        if any(r.check(InfiniteRedirection, RedirectWithNoLocation) for r in reasons):
+            return OriginError(f"the upstream {self.url} redirects in a loop or nowhere")
+        why = "; ".join(r.getErrorMessage() for r in reasons) or str(e)
+        return OriginError(f"the upstream {self.url} broke the connection: {why}")
 
     async def _small_get(self, url: str) -> bytes:
         return await self._get(url, lambda r: ensureDeferred(_small(r, self.reactor, self.idle_timeout)))
@@ -237,13 +247,15 @@ async def _small(response: Any, reactor: Any, idle: float) -> bytes:
     return b"".join(chunks)
 
 
+class _Drop(Protocol):
+    """Refuse a body without reading it: the connection is closed, not drained."""
+
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
+        self.transport.stopProducing()
+
+
 async def _discard(response: Any) -> None:
-    try:
-        d = treq.collect(response, lambda data: None)
-        d.addErrback(lambda f: None)
-        await d
-    except Exception:
-        pass
+    response.deliverBody(_Drop())
 
 
 def _unlink(path: str) -> None:
