@@ -51,6 +51,8 @@ CONCURRENT = f"{O}/concurrent"
 MUTABLE = f"{O}/mutable"
 BLOCKED = f"{O}/blocked"
 EXCLUDED = f"{O}/excluded"
+CHAIN = f"{O}/chain"
+PASS = f"{O}/passthru"
 
 
 def gomod(path: str) -> str:
@@ -102,9 +104,10 @@ def build_origins(root: Path) -> tuple[Origins, str]:
     origins.commit(retract, {"go.mod": gomod(RETRACT) + "\nretract v1.0.0 // broken\n", "r.go": gofile("retract", "v1.1.0")},
                    "v1.1.0")
 
-    for path in (ASYNC, CONCURRENT, MUTABLE, BLOCKED, EXCLUDED):
+    for path in (ASYNC, CONCURRENT, MUTABLE, BLOCKED, EXCLUDED, CHAIN, PASS):
         repo = origins.repo(path)
         origins.commit(repo, {"go.mod": gomod(path), "m.go": gofile("m", path)}, "v1.0.0")
+    origins.commit(origins.repos[CHAIN], {"m.go": gofile("m", "chain v1.1.0")}, "v1.1.0")
     return origins, head
 
 
@@ -117,7 +120,7 @@ def wanted(head: str) -> list[str]:
 
 #: Fetched directly but not imported into the seeded store (the filling daemon must fetch them).
 EXTRA = [f"{INCOMPAT}@v2.0.0+incompatible", f"{SUBV2}@v2.0.0", f"{MONO_SUB}@v1.1.0", f"{RETRACT}@v1.1.0",
-         f"{ASYNC}@v1.0.0", f"{CONCURRENT}@v1.0.0", f"{MUTABLE}@v1.0.0"]
+         f"{ASYNC}@v1.0.0", f"{CONCURRENT}@v1.0.0", f"{MUTABLE}@v1.0.0", f"{CHAIN}@v1.1.0", f"{PASS}@v1.0.0"]
 
 
 @pytest.fixture(scope="session")
