@@ -70,6 +70,7 @@ class Config:
     global_endpoint: str = ""
     list_cache_ttl: int = 60
     redirect_code: int = 301
+    sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     # -- shared storage and single-flight across nodes --
     redis_storage_endpoint: str = ""
     redis_storage_password: str = attrs.field(default="", repr=False)
@@ -249,6 +250,7 @@ KEYS: tuple[Key, ...] = (
     Key(("FilterFile",), ("ATHENS_FILTER_FILE",), "filter_file", _path),
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
+    Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("DownloadRedirectCode",), ("ATHENS_DOWNLOAD_REDIRECT_CODE",), "redirect_code", _redirect_code),
     Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
     Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),
@@ -276,7 +278,7 @@ KEYS: tuple[Key, ...] = (
 ATHENS_KEYS = frozenset(
     """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
     TraceExporter StatsExporter BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook
-    PathPrefix TLSCertFile TLSKeyFile SumDBs RobotsFile SingleFlight Storage IndexType Index""".split()
+    PathPrefix TLSCertFile TLSKeyFile RobotsFile SingleFlight Storage IndexType Index""".split()
 )
 
 

@@ -29,6 +29,7 @@ from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
 from athens.web.app import make_resource
 from athens.web.site import ProxySite
+from athens.web.sumdb import SumDBProxy, TileCache
 
 log = Logger()
 
@@ -105,8 +106,11 @@ class AthensService(MultiService):
         self.storage = storage
         self.endpoint = endpoint
         self.origin = origin if origin is not None else build_origin(config, storage, reactor)
+        tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
+        self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
+                                config.no_sum_patterns, tiles)
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
-                                            config.redirect_code))
+                                            config.redirect_code, self.sumdb))
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 

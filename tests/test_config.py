@@ -26,7 +26,7 @@ def test_athens_config_dev_toml_loads():
     assert config.disk_root == "/path/on/disk"
     assert config.listen_endpoint() == "tcp:3000"
     ignored = " ".join(config.notes)
-    assert "SumDBs" in ignored and "Storage.S3.Bucket" in ignored
+    assert "StatsExporter" in ignored and "Storage.S3.Bucket" in ignored
     assert config.go_env == ("GOPROXY=direct",) and config.global_endpoint == "http://localhost:3001"
 
 
@@ -94,10 +94,10 @@ def test_unreadable_and_malformed_files(tmp_path):
 
 
 def test_unknown_keys_are_reported(tmp_path):
-    config = load(write(tmp_path, 'Prot = ":3000"\nSumDBs = []\n'), environ={})
+    config = load(write(tmp_path, 'Prot = ":3000"\nStatsExporter = ""\n'), environ={})
     notes = " ".join(config.notes)
     assert "Prot (not an Athens key either: a typo?)" in notes
-    assert "SumDBs" in notes
+    assert "StatsExporter" in notes
 
 
 @pytest.mark.parametrize(

@@ -212,8 +212,8 @@ class DiskStorage:
     def _walk(self) -> list[ModuleVersion]:
         found = []
         for dirpath, dirnames, filenames in os.walk(self.root):
-            if dirpath == self.root and TMP_DIR in dirnames:
-                dirnames.remove(TMP_DIR)
+            if dirpath == self.root:  # our own directories (.athens-tmp, .athens-sumdb) hold no modules
+                dirnames[:] = [d for d in dirnames if not d.startswith(".athens-")]
             version = os.path.basename(dirpath)
             if is_valid_semver(version) and all(f in filenames for f in _version_files(version)):
                 module = os.path.relpath(os.path.dirname(dirpath), self.root).replace(os.sep, "/")

@@ -16,13 +16,14 @@ from athens.storage.interface import IStorage
 from athens.web.ops import OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import text
+from athens.web.sumdb import SumDBProxy
 
 GET = ["GET", "HEAD"]
 log = Logger()
 
 
 def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
-             redirect_code: int = 301) -> Klein:
+             redirect_code: int = 301, sumdb: SumDBProxy | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     ops = OpsResource(storage, clock)
@@ -31,6 +32,12 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
     app.route("/version", methods=GET, endpoint="version")(ops.version)
+
+    @app.route("/sumdb/<name>/<path:path>", methods=GET, endpoint="sumdb")
+    def checksums(request: IRequest, name: str, path: str):  # type: ignore[no-untyped-def]
+        if sumdb is None:
+            return text(request, "not found: this proxy does not carry checksum databases", 404)
+        return sumdb.handle(request, name, path)
 
     @app.route("/<path:path>", methods=GET, endpoint="protocol")
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
@@ -53,5 +60,5 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 
 
 def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
-                  redirect_code: int = 301) -> IResource:
-    return make_app(storage, clock, origin, redirect_code).resource()
+                  redirect_code: int = 301, sumdb: SumDBProxy | None = None) -> IResource:
+    return make_app(storage, clock, origin, redirect_code, sumdb).resource()
