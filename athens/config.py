@@ -71,6 +71,8 @@ class Config:
     list_cache_ttl: int = 60
     redirect_code: int = 301
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
+    sum_db_keys: tuple[str, ...] = ()
+    verify_checksums: bool = True
     # -- shared storage and single-flight across nodes --
     redis_storage_endpoint: str = ""
     redis_storage_password: str = attrs.field(default="", repr=False)
@@ -175,6 +177,26 @@ def _download_mode(key: str, raw: Any) -> str:
     return value
 
 
+def _sum_db_keys(key: str, raw: Any) -> tuple[str, ...]:
+    from athens.fetch.checksums import parse_key
+
+    items = _string_list(",")(key, raw)
+    for item in items:
+        try:
+            parse_key(item)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+    return items
+
+
+def _bool(key: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+        return raw.strip().lower() in ("true", "1", "yes")
+    raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+
+
 def _redirect_code(key: str, raw: Any) -> int:
     try:
         code = int(raw)
@@ -251,6 +273,8 @@ KEYS: tuple[Key, ...] = (
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
+    Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
+    Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
     Key(("DownloadRedirectCode",), ("ATHENS_DOWNLOAD_REDIRECT_CODE",), "redirect_code", _redirect_code),
     Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
     Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),

@@ -14,6 +14,7 @@ from twisted.python.components import Componentized
 from athens import __version__
 from athens.config import Config, ConfigError
 from athens.fetch.credentials import prepare_home
+from athens.fetch.checksums import ChecksumVerifier, verifier_key
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
 from athens.fetch.upstream import UpstreamFetcher, make_pool
@@ -29,7 +30,7 @@ from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
 from athens.web.app import make_resource
 from athens.web.site import ProxySite
-from athens.web.sumdb import SumDBProxy, TileCache
+from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 
 log = Logger()
 
@@ -75,8 +76,14 @@ def build_origin(config: Config, storage: IStorage, reactor: Any) -> Origin:
         raise ConfigError(f"GoBinaryEnvVars: {e}") from None
     fetcher = PerModuleFetcher(chain, policy.fill_url, upstream) if policy.rules else chain
     lists = ListCache(fetcher, reactor, ttl=config.list_cache_ttl, negative_ttl=min(15, config.list_cache_ttl))
-    return Origin(fetcher, Stash(fetcher, storage, build_lock(config, reactor)), lists, policy, filter_rules,
-                  config.network_mode, config.global_endpoint, http_pool=pool)
+    verifier = None
+    if config.verify_checksums and config.sum_dbs:
+        name = sumdb_name(config.sum_dbs[0])
+        verifier = ChecksumVerifier(config.sum_dbs[0], verifier_key(name, config.sum_db_keys), pool, reactor,
+                                    config.no_sum_patterns)
+    stash = Stash(fetcher, storage, build_lock(config, reactor), verifier)
+    return Origin(fetcher, stash, lists, policy, filter_rules, config.network_mode, config.global_endpoint,
+                  http_pool=pool)
 
 
 def build_lock(config: Config, reactor: Any) -> RedisLock | None:

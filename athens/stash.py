@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
+from athens.fetch.checksums import ChecksumVerifier
 from athens.fetch.interface import Fetched, IFetcher, OriginError
 from athens.modzip import InvalidZip, check_zip
 from athens.module import ModuleVersion
@@ -34,6 +35,8 @@ class Stash:
     storage: IStorage
     #: Across nodes (``SingleFlightType = "redis"``); None: this process only.
     lock: RedisLock | None = None
+    #: Checks what upstreams send against the checksum database; None: not checked.
+    verifier: ChecksumVerifier | None = None
     flights: SingleFlight[None] = attrs.field(factory=SingleFlight)
 
     def stash(self, module: str, version: str) -> Deferred[None]:
@@ -62,7 +65,9 @@ class Stash:
     async def _fetch(self, key: ModuleVersion) -> None:
         fetched = await self.fetcher.download(key.path, key.version)
         try:
-            await deferToThread(_check, fetched)
+            zip_hash = await deferToThread(_check, fetched)
+            if self.verifier is not None and not fetched.checked:
+                await self.verifier.verify(key.path, key.version, zip_hash, fetched.mod)
             f = await deferToThread(open, fetched.zip_path, "rb")
             blob = FileBlob(f, os.fstat(f.fileno()).st_size)
             try:
@@ -74,7 +79,8 @@ class Stash:
             await fetched.cleanup()
 
 
-def _check(fetched: Fetched) -> None:
+def _check(fetched: Fetched) -> str:
+    """The zip rules; returns the zip's h1: hash."""
     try:
         info = json.loads(fetched.info)
     except ValueError:
@@ -82,7 +88,7 @@ def _check(fetched: Fetched) -> None:
     if not isinstance(info, dict) or info.get("Version") != fetched.version:
         raise OriginError(f"the origin sent a .info for {fetched.module}@{fetched.version} naming another version")
     try:
-        check_zip(fetched.zip_path, fetched.module, fetched.version, fetched.mod)
+        return check_zip(fetched.zip_path, fetched.module, fetched.version, fetched.mod)
     except InvalidZip as e:
         log.error("refused the zip of {what} from the origin: {error}", what=f"{fetched.module}@{fetched.version}",
                   error=str(e), security=True)

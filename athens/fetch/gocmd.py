@@ -157,7 +157,7 @@ class GoFetcher:
             if payload.get("Version") != version or not payload.get("Zip") or not payload.get("GoMod"):
                 raise OriginError(f"the go command returned {payload.get('Version')!r} for {module}@{version}")
             info, mod = await deferToThread(_read_both, payload["Info"], payload["GoMod"])
-            return Fetched(module, version, info, mod, payload["Zip"], cleanup)
+            return Fetched(module, version, info, mod, payload["Zip"], cleanup, checked=True)
         except BaseException:
             await cleanup()
             raise

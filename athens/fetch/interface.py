@@ -42,6 +42,8 @@ class Fetched:
     mod: bytes
     zip_path: str
     cleanup: Callable[[], Awaitable[None]]
+    #: The go command checked it against the checksum database itself (its GOSUMDB settings).
+    checked: bool = False
 
 
 @attrs.frozen

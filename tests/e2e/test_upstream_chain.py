@@ -29,6 +29,8 @@ download "{MAJOR}" {{ mode = "redirect" }}
         "GO_BINARY_PATH": "/nonexistent/go",  # proof that no go command runs here
         "ATHENS_DOWNLOAD_MODE": f"file:{work / 'download.hcl'}",
         "ATHENS_DOWNLOAD_REDIRECT_CODE": "307",
+        # The test modules are "private": not in any checksum database (none is reachable here anyway).
+        "ATHENS_GONOSUM_PATTERNS": "github.com/athens-test,github.com/AthensTest",
     }
     d = start_daemon(work, "--storage", "disk", "--storage-root", str(work / "storage"), "--log-level", "debug",
                      env=env)
