@@ -13,12 +13,12 @@ import json
 import os
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from athens.fetch.checksums import ChecksumVerifier
-from athens.fetch.interface import Fetched, IFetcher, OriginError
+from athens.fetch.interface import Fetched, Growing, IFetcher, OriginError
 from athens.modzip import InvalidZip, check_zip
 from athens.module import ModuleVersion
 from athens.singleflight import SingleFlight
@@ -38,11 +38,48 @@ class Stash:
     #: Checks what upstreams send against the checksum database; None: not checked.
     verifier: ChecksumVerifier | None = None
     flights: SingleFlight[None] = attrs.field(factory=SingleFlight)
+    #: Zips arriving now, for stream-through; and who waits to hear of one.
+    _growing: dict[ModuleVersion, Growing] = attrs.field(factory=dict)
+    _zip_waiters: dict[ModuleVersion, list[Deferred[Growing | None]]] = attrs.field(factory=dict)
+
+    def zip_arriving(self, module: str, version: str) -> Deferred[Growing | None]:
+        """
+        Start (or join) the fill and fire with the zip as it starts arriving,
+        or with None if the fill ends first (the fetcher does not stream, or failed).
+        """
+        key = ModuleVersion(module, version)
+        self.stash(module, version).addErrback(lambda f: None)  # the waiter's own stash() call reports it
+        if key in self._growing:
+            return succeed(self._growing[key])
+        d: Deferred[Growing | None] = Deferred()
+        if not self.flights.in_flight(key):
+            d.callback(None)
+            return d
+        self._zip_waiters.setdefault(key, []).append(d)
+        return d
+
+    def _zip_started(self, key: ModuleVersion, growing: Growing) -> None:
+        self._growing[key] = growing
+        for d in self._zip_waiters.pop(key, []):
+            if not d.called:
+                d.callback(growing)
+
+    def _flight_over(self, key: ModuleVersion) -> None:
+        self._growing.pop(key, None)
+        for d in self._zip_waiters.pop(key, []):
+            if not d.called:
+                d.callback(None)
 
     def stash(self, module: str, version: str) -> Deferred[None]:
         """Make ``module@version`` stored; fires when it is (or with the origin's error)."""
         key = ModuleVersion(module, version)
-        return self.flights.do(key, lambda: self._stash(key))
+        return self.flights.do(key, lambda: self._stash_then_forget(key))
+
+    async def _stash_then_forget(self, key: ModuleVersion) -> None:
+        try:
+            await self._stash(key)
+        finally:
+            self._flight_over(key)
 
     def background(self, module: str, version: str) -> None:
         """Fill in the background (async modes): failures are logged, never raised."""
@@ -63,7 +100,7 @@ class Stash:
         await self.lock.run(key, stored, lambda: self._fetch(key))
 
     async def _fetch(self, key: ModuleVersion) -> None:
-        fetched = await self.fetcher.download(key.path, key.version)
+        fetched = await self.fetcher.download(key.path, key.version, lambda g: self._zip_started(key, g))
         try:
             zip_hash = await deferToThread(_check, fetched)
             if self.verifier is not None and not fetched.checked:

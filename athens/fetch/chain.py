@@ -14,7 +14,7 @@ import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from zope.interface import implementer
 
-from athens.fetch.interface import Fetched, IFetcher, Listing, OriginError, OriginNotFound
+from athens.fetch.interface import Fetched, IFetcher, Listing, OnZip, OriginError, OriginNotFound
 
 T = TypeVar("T")
 
@@ -74,8 +74,8 @@ class ChainFetcher:
                 error = e
         raise error
 
-    def download(self, module: str, version: str) -> Deferred[Fetched]:
-        return ensureDeferred(self._first(lambda f: f.download(module, version)))
+    def download(self, module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
+        return ensureDeferred(self._first(lambda f: f.download(module, version, on_zip)))
 
     def query(self, module: str, query: str) -> Deferred[bytes]:
         return ensureDeferred(self._first(lambda f: f.query(module, query)))
@@ -113,8 +113,8 @@ class PerModuleFetcher:
             self._made[url] = self.upstream(url)
         return self._made[url]
 
-    def download(self, module: str, version: str) -> Deferred[Fetched]:
-        return self._for(module).download(module, version)
+    def download(self, module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
+        return self._for(module).download(module, version, on_zip)
 
     def query(self, module: str, query: str) -> Deferred[bytes]:
         return self._for(module).query(module, query)

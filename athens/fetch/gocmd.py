@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from athens.fetch.interface import Fetched, IFetcher, Listing, OriginError, OriginNotFound, OriginTimeout
+from athens.fetch.interface import Fetched, IFetcher, Listing, OnZip, OriginError, OriginNotFound, OriginTimeout
 from athens.fetch.process import ProcessTimeout, run
 from athens.module import is_pseudo_version, sort_versions
 
@@ -144,7 +144,8 @@ class GoFetcher:
             await deferToThread(shutil.rmtree, gopath, True)
             raise
 
-    def download(self, module: str, version: str) -> Deferred[Fetched]:
+    def download(self, module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
+        # The go command hands over the zip only when it is complete: nothing to stream.
         return ensureDeferred(self._download(module, version))
 
     async def _download(self, module: str, version: str) -> Fetched:

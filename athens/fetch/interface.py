@@ -55,9 +55,55 @@ class Listing:
     latest: bytes | None
 
 
+@attrs.define
+class Growing:
+    """
+    A zip being downloaded into a file: readers follow it as it grows, so a
+    client gets the first bytes long before the last have arrived.
+    """
+
+    path: str
+    #: The size the origin announced, if it did.
+    declared: int | None = None
+    written: int = 0
+    finished: bool = False
+    error: Exception | None = None
+    _waiters: list[Deferred[None]] = attrs.field(factory=list)
+
+    def advance(self, n: int) -> None:
+        self.written += n
+        self._wake()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._wake()
+
+    def fail(self, error: Exception) -> None:
+        self.error = error
+        self._wake()
+
+    def changed(self) -> Deferred[None]:
+        """Fires at the next write, the end, or a failure."""
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+
+#: Told about a zip as soon as its transfer starts (stream-through).
+OnZip = Callable[[Growing], None]
+
+
 class IFetcher(Interface):
-    def download(module: str, version: str) -> Deferred[Fetched]:
-        """Fetch a canonical version; the caller must await ``cleanup()``."""
+    def download(module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
+        """
+        Fetch a canonical version; the caller must await ``cleanup()``.  A
+        fetcher that streams calls ``on_zip`` when the zip starts arriving.
+        """
 
     def query(module: str, query: str) -> Deferred[bytes]:
         """Resolve a query (branch, commit, ``v1.2``, ``latest``) to its ``.info`` JSON."""

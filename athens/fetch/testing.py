@@ -37,7 +37,7 @@ class FakeFetcher:
         if self.failure is not None:
             raise self.failure
 
-    def download(self, module: str, version: str) -> Deferred[Fetched]:
+    def download(self, module: str, version: str, on_zip: Any = None) -> Deferred[Fetched]:
         return ensureDeferred(self._download(module, version))
 
     async def _download(self, module: str, version: str) -> Fetched:

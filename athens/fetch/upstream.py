@@ -28,7 +28,16 @@ from twisted.web.error import InfiniteRedirection, RedirectWithNoLocation
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
-from athens.fetch.interface import Fetched, IFetcher, Listing, OriginError, OriginNotFound, OriginTimeout
+from athens.fetch.interface import (
+    Fetched,
+    Growing,
+    IFetcher,
+    Listing,
+    OnZip,
+    OriginError,
+    OriginNotFound,
+    OriginTimeout,
+)
 from athens.module import InvalidInput, check_version, escape, is_pseudo_version, sort_versions
 from athens.storage.interface import MAX_ZIP_SIZE
 
@@ -46,8 +55,8 @@ def make_pool(reactor: Any, per_host: int = 10) -> HTTPConnectionPool:
 class _ToFile(Protocol):
     """Write a response body to a file, within a size limit, failing if the upstream goes quiet."""
 
-    def __init__(self, f: Any, limit: int, idle: float, reactor: Any) -> None:
-        self.f, self.limit, self.idle, self.reactor = f, limit, idle, reactor
+    def __init__(self, f: Any, limit: int, idle: float, reactor: Any, growing: Growing) -> None:
+        self.f, self.limit, self.idle, self.reactor, self.growing = f, limit, idle, reactor, growing
         self.size = 0
         self.done: Deferred[int] = Deferred()
         self.timer = reactor.callLater(idle, self._quiet)
@@ -66,11 +75,15 @@ class _ToFile(Protocol):
             self.transport.stopProducing()
             return
         self.f.write(data)  # a local temporary file: fast, and bounded by the limit
+        self.f.flush()  # readers following the growing file see it at once
+        self.growing.advance(len(data))
         self.timer.reset(self.idle)
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         if self.timer.active():
             self.timer.cancel()
+        self.done.addCallbacks(lambda size: self.growing.finish() or size,
+                               lambda f: self.growing.fail(f.value) or f)
         if self.done.called:
             return
         if reason.check(ResponseDone):
@@ -141,10 +154,10 @@ class UpstreamFetcher:
         data = await self._small_get(self._url(module, f"@v/{escape(version)}.info"))
         return _checked_info(data, module, version if version_is_canonical(module, version) else None)
 
-    def download(self, module: str, version: str) -> Deferred[Fetched]:
-        return ensureDeferred(self._download(module, version))
+    def download(self, module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
+        return ensureDeferred(self._download(module, version, on_zip))
 
-    async def _download(self, module: str, version: str) -> Fetched:
+    async def _download(self, module: str, version: str, on_zip: OnZip | None = None) -> Fetched:
         info = await self._info(module, version)
         mod = await self._small_get(self._url(module, f"@v/{escape(version)}.mod"))
         fd, path = tempfile.mkstemp(prefix="athens-upstream-", suffix=".zip", dir=self.work_dir or None)
@@ -160,8 +173,11 @@ class UpstreamFetcher:
                     if declared is not None and declared > MAX_ZIP_SIZE:
                         await _discard(response)
                         raise OriginError(f"the upstream offers a zip of {declared} bytes, over the limit")
-                    sink = _ToFile(f, MAX_ZIP_SIZE, self.idle_timeout, self.reactor)
+                    growing = Growing(path, declared)
+                    sink = _ToFile(f, MAX_ZIP_SIZE, self.idle_timeout, self.reactor, growing)
                     response.deliverBody(sink)
+                    if on_zip is not None:
+                        on_zip(growing)
                     return await sink.done
 
                 await self._get(self._url(module, f"@v/{escape(version)}.zip"), lambda r: ensureDeferred(into_file(r)))

@@ -12,15 +12,16 @@ too slow.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import attrs
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from athens.fetch.interface import OriginError, OriginNotFound
+from athens.fetch.interface import Growing, OriginError, OriginNotFound
 from athens.filter import Action
 from athens.module import (
     InvalidInput,
@@ -260,6 +261,8 @@ class ProtocolResource:
         try:
             blob = await self.storage.zip(req.module, req.version)
         except NotFound:
+            if await self._stream_through(request, req):
+                return None
             await self._fill(req)
             blob = await self.storage.zip(req.module, req.version)
         try:
@@ -277,6 +280,57 @@ class ProtocolResource:
         finally:
             blob.close()
         return None
+
+
+    async def _stream_through(self, request: IRequest, req: Request) -> bool:
+        """
+        On a sync miss from a streaming origin, send the zip while it arrives
+        (the fill goes on if the client leaves).  False: serve it the usual way.
+        """
+        if self.origin is None or request.method != b"GET" or self._mode(req.module)[0] is not Mode.SYNC:
+            return False
+        growing = await self.origin.stash.zip_arriving(req.module, req.version)
+        if growing is None:
+            return False
+        try:
+            f = await deferToThread(open, growing.path, "rb")
+        except FileNotFoundError:
+            return False  # already stored and cleaned up: storage has it
+        request.setHeader(b"content-type", ZIP)
+        if growing.declared is not None:
+            request.setHeader(b"content-length", b"%d" % growing.declared)
+        try:
+            await write_stream(request, follow(growing, f))
+        except (ConnectionDone, CancelledError):
+            pass
+        except Exception as e:
+            log.warn("stream-through of {what} broke: {error}", what=str(ModuleVersion(req.module, req.version)),
+                     error=str(e))
+            request.loseConnection()  # a broken transfer, never a short zip under a 200
+        finally:
+            f.close()
+        return True
+
+
+async def follow(growing: Growing, f: Any) -> AsyncIterator[bytes]:
+    """The bytes of a file being written, as they are written, until it is finished (or fails)."""
+    offset = 0
+    while True:
+        if offset < growing.written:
+            chunk = await deferToThread(f.read, min(STREAM_CHUNK, growing.written - offset))
+            if not chunk:
+                raise OriginError("the zip being downloaded shrank")
+            offset += len(chunk)
+            yield chunk
+        elif growing.error is not None:
+            raise growing.error
+        elif growing.finished:
+            return
+        else:
+            await growing.changed()
+
+
+STREAM_CHUNK = 256 << 10
 
 
 def _origin_words(e: OriginError) -> str:

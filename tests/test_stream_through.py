@@ -1,0 +1,150 @@
+"""A cold zip from an upstream reaches the client while it arrives, and the cache fill goes on regardless."""
+
+from __future__ import annotations
+
+import json
+
+
+import pytest_twisted
+import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.web.resource import Resource
+from twisted.web.client import ResponseDone
+from twisted.web.server import NOT_DONE_YET, Site
+
+from athens.fetch.upstream import UpstreamFetcher, make_pool
+from athens.listcache import ListCache
+from athens.origin import Origin
+from athens.stash import Stash
+from athens.storage.memory import MemoryStorage
+from athens.web.app import make_resource
+from tests.inprocess import serve
+from tests.test_stash_and_lists import module_zip
+
+M = "example.com/m"
+ZIP = module_zip(M, "v1.0.0", {f"f{i}.go": bytes(range(256)) * 400 for i in range(20)})
+
+
+class SlowUpstream(Resource):
+    """Sends half of the zip, then waits for the test to say go (or to say fail)."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release: Deferred[bool] = Deferred()
+        self.zips = 0
+
+    def render_GET(self, request):  # noqa: N802
+        file = request.path.decode().rsplit("/", 1)[1]
+        if file.endswith(".info"):
+            return json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
+        if file.endswith(".mod"):
+            return f"module {M}\n".encode()
+        self.zips += 1
+        request.setHeader(b"content-length", b"%d" % len(ZIP))
+        request.write(ZIP[: len(ZIP) // 2])
+
+        def rest(ok: bool) -> None:
+            if ok:
+                request.write(ZIP[len(ZIP) // 2 :])
+                request.finish()
+            else:
+                request.channel.transport.abortConnection()
+
+        self.release.addCallback(rest)
+        return NOT_DONE_YET
+
+
+class Collect(Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.done: Deferred[object] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.data += data
+
+    def connectionLost(self, reason) -> None:  # noqa: N802
+        self.reason = reason
+        self.done.callback(None)
+
+
+async def until(condition, reactor) -> None:
+    from twisted.internet.task import deferLater
+
+    for _ in range(500):
+        if condition():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("condition never met")
+
+
+@pytest_twisted.async_yield_fixture
+async def setup():
+    from twisted.internet import reactor
+
+    upstream = SlowUpstream()
+    port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
+    pool = make_pool(reactor)
+    fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=5, idle_timeout=30)
+    storage = MemoryStorage()
+    origin = Origin(fetcher, Stash(fetcher, storage), ListCache(fetcher, reactor), http_pool=pool)
+    served = serve(make_resource(storage, None, origin))
+    yield upstream, storage, served, reactor
+    if not upstream.release.called:
+        upstream.release.callback(True)
+    await served.close()
+    await pool.closeCachedConnections()
+    await port.stopListening()
+
+
+async def start_download(served, reactor):
+    response = await treq.get(f"{served.url}/{M}/@v/v1.0.0.zip", unbuffered=True, pool=served.pool)
+    collect = Collect()
+    response.deliverBody(collect)
+    return response, collect
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_first_bytes_arrive_before_the_upstream_is_done(setup):
+    upstream, storage, served, reactor = setup
+    response, collect = await start_download(served, reactor)
+    assert response.code == 200 and response.length == len(ZIP)
+    await until(lambda: len(collect.data) >= len(ZIP) // 4, reactor)
+    assert not upstream.release.called  # the upstream has sent only half so far
+    assert not await storage.exists(M, "v1.0.0")
+    upstream.release.callback(True)
+    await collect.done
+    assert bytes(collect.data) == ZIP
+    await until(lambda: storage._versions, reactor)
+    blob = await storage.zip(M, "v1.0.0")
+    assert b"".join([c async for c in blob.chunks()]) == ZIP
+    assert upstream.zips == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upstream_failing_half_way_is_a_broken_transfer_and_nothing_is_stored(setup):
+    upstream, storage, served, reactor = setup
+    response, collect = await start_download(served, reactor)
+    await until(lambda: len(collect.data) > 0, reactor)
+    upstream.release.callback(False)
+    await collect.done
+    assert len(collect.data) < len(ZIP)
+    assert not collect.reason.check(ResponseDone)  # the client knows the zip is cut short
+    assert await storage.list(M) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_leaves_does_not_stop_the_fill(setup):
+    upstream, storage, served, reactor = setup
+    response, collect = await start_download(served, reactor)
+    await until(lambda: len(collect.data) > 0, reactor)
+    collect.transport.stopProducing()  # the client hangs up
+    await collect.done
+    upstream.release.callback(True)
+    await until(lambda: storage._versions, reactor)
+    assert await storage.exists(M, "v1.0.0")
+
+
+
