@@ -70,6 +70,7 @@ class Config:
     global_endpoint: str = ""
     list_cache_ttl: int = 60
     redirect_code: int = 301
+    path_prefix: str = ""
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
     verify_checksums: bool = True
@@ -189,6 +190,13 @@ def _sum_db_keys(key: str, raw: Any) -> tuple[str, ...]:
     return items
 
 
+def _path_prefix(key: str, raw: Any) -> str:
+    value = _string(key, raw).strip().strip("/")
+    if value and not re.match(r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$", value):
+        raise ConfigError(f"{key}: {raw!r} is not a URL path like /athens")
+    return "/" + value if value else ""
+
+
 def _bool(key: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -272,6 +280,7 @@ KEYS: tuple[Key, ...] = (
     Key(("FilterFile",), ("ATHENS_FILTER_FILE",), "filter_file", _path),
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
+    Key(("PathPrefix",), ("ATHENS_PATH_PREFIX",), "path_prefix", _path_prefix),
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
     Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
@@ -302,7 +311,7 @@ KEYS: tuple[Key, ...] = (
 ATHENS_KEYS = frozenset(
     """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
     TraceExporter StatsExporter BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook
-    PathPrefix TLSCertFile TLSKeyFile RobotsFile SingleFlight Storage IndexType Index""".split()
+    TLSCertFile TLSKeyFile RobotsFile SingleFlight Storage IndexType Index""".split()
 )
 
 

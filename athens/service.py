@@ -117,7 +117,7 @@ class AthensService(MultiService):
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
                                 config.no_sum_patterns, tiles)
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
-                                            config.redirect_code, self.sumdb))
+                                            config.redirect_code, self.sumdb, config.path_prefix))
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 

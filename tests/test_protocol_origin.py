@@ -12,7 +12,7 @@ from athens.fetch.interface import Listing, OriginError, OriginTimeout
 from athens.fetch.testing import FakeFetcher
 from athens.listcache import ListCache
 from athens.origin import Origin
-from athens.policy import DownloadPolicy, Mode
+from athens.policy import DownloadPolicy, Mode, Rule
 from athens.stash import Stash
 from athens.storage.memory import MemoryStorage
 from athens.web.app import make_resource
@@ -103,3 +103,22 @@ async def test_a_query_that_resolves_to_a_wrong_version_is_refused(proxy):
     fetcher = FakeFetcher(listings={M: Listing((), b'{"Version":"v9.9.9"}')})
     code, body, _ = await proxy(fetcher)[0].get(f"/{M}/@v/main.info")
     assert code == 502 and b"not a version" in body
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_prefix(servers):
+    storage = MemoryStorage()
+    await storage.save(M, "v1.0.0", b'{"Version":"v1.0.0"}', b"module m\n", once(b"z"))
+    fetcher = FakeFetcher()
+    policy = DownloadPolicy(Mode.SYNC, "https://mirror.example.com",
+                            (Rule("example.com/r", Mode.REDIRECT, ""),))
+    origin = Origin(fetcher, Stash(fetcher, storage), ListCache(fetcher, Clock()), policy)
+    served = serve(make_resource(storage, None, origin, 302, None, "/go/proxy"))
+    servers.append(served)
+    assert (await served.get(f"/go/proxy/{M}/@v/v1.0.0.mod"))[:2] == (200, b"module m\n")
+    assert (await served.get("/go/proxy/healthz"))[0] == 200
+    for outside in (f"/{M}/@v/v1.0.0.mod", "/healthz", "/go/other/healthz"):
+        assert (await served.get(outside))[0] == 404
+    code, _, response = await served.get("/go/proxy/example.com/r/@v/v1.0.0.zip")
+    assert code == 302
+    assert response.headers.getRawHeaders("location") == ["https://mirror.example.com/example.com/r/@v/v1.0.0.zip"]

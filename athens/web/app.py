@@ -9,7 +9,7 @@ from twisted.python.failure import Failure
 from werkzeug.exceptions import MethodNotAllowed
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
 
 from athens.origin import Origin
 from athens.storage.interface import IStorage
@@ -23,11 +23,11 @@ log = Logger()
 
 
 def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
-             redirect_code: int = 301, sumdb: SumDBProxy | None = None) -> Klein:
+             redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "") -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     ops = OpsResource(storage, clock)
-    protocol = ProtocolResource(storage, origin, redirect_code)
+    protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode())
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
@@ -60,5 +60,30 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 
 
 def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
-                  redirect_code: int = 301, sumdb: SumDBProxy | None = None) -> IResource:
-    return make_app(storage, clock, origin, redirect_code, sumdb).resource()
+                  redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "") -> IResource:
+    """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
+    resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix).resource()
+    if not path_prefix:
+        return resource
+    root = parent = OffPrefix("not found: this proxy answers under " + path_prefix)
+    segments = path_prefix.strip("/").split("/")
+    for segment in segments[:-1]:
+        child = OffPrefix("not found: this proxy answers under " + path_prefix)
+        parent.putChild(segment.encode(), child)
+        parent = child
+    parent.putChild(segments[-1].encode(), resource)
+    return root
+
+
+class OffPrefix(Resource):
+    """A path segment above the prefix: everything off the prefix is a plain 404."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def getChild(self, path: bytes, request: IRequest) -> IResource:  # noqa: N802 - Twisted's name
+        return self
+
+    def render(self, request: IRequest) -> bytes:
+        return text(request, self.message, 404)

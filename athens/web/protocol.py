@@ -114,6 +114,12 @@ class ProtocolResource:
     storage: IStorage
     origin: Origin | None = None
     redirect_code: int = 301
+    #: ``PathPrefix``: cut from paths passed on to an upstream or a redirect.
+    path_prefix: bytes = b""
+
+    def _upstream_path(self, request: IRequest) -> bytes:
+        path: bytes = request.path
+        return path[len(self.path_prefix) :] if self.path_prefix and path.startswith(self.path_prefix) else path
 
     async def handle(self, request: IRequest, path: str) -> bytes | None:
         try:
@@ -166,12 +172,13 @@ class ProtocolResource:
         from twisted.internet import reactor
 
         try:
-            return await relay(request, base.rstrip("/") + request.path.decode("ascii"), self.origin.http_pool, reactor)
+            url = base.rstrip("/") + self._upstream_path(request).decode("ascii")
+            return await relay(request, url, self.origin.http_pool, reactor)
         except OriginError as e:
             return text(request, f"{_origin_words(e)}: {e}", e.status)
 
     def _redirect(self, request: IRequest, base: str) -> bytes:
-        location = base.rstrip("/").encode() + request.path
+        location = base.rstrip("/").encode() + self._upstream_path(request)
         request.setHeader(b"location", location)
         return text(request, f"redirecting to {location.decode()}", self.redirect_code)
 
