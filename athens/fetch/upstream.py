@@ -59,6 +59,8 @@ class _ToFile(Protocol):
         self.f, self.limit, self.idle, self.reactor, self.growing = f, limit, idle, reactor, growing
         self.size = 0
         self.done: Deferred[int] = Deferred()
+        # First in the chain, before anyone awaits it: followers hear of the end either way.
+        self.done.addCallbacks(lambda size: growing.finish() or size, lambda f: growing.fail(f.value) or f)
         self.timer = reactor.callLater(idle, self._quiet)
 
     def _quiet(self) -> None:
@@ -82,8 +84,6 @@ class _ToFile(Protocol):
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         if self.timer.active():
             self.timer.cancel()
-        self.done.addCallbacks(lambda size: self.growing.finish() or size,
-                               lambda f: self.growing.fail(f.value) or f)
         if self.done.called:
             return
         if reason.check(ResponseDone):
