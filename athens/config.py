@@ -71,6 +71,7 @@ class Config:
     list_cache_ttl: int = 60
     redirect_code: int = 301
     path_prefix: str = ""
+    robots_file: str = ""
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
     verify_checksums: bool = True
@@ -281,6 +282,7 @@ KEYS: tuple[Key, ...] = (
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
     Key(("PathPrefix",), ("ATHENS_PATH_PREFIX",), "path_prefix", _path_prefix),
+    Key(("RobotsFile",), ("ATHENS_ROBOTS_FILE",), "robots_file", _path),
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
     Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
@@ -311,7 +313,7 @@ KEYS: tuple[Key, ...] = (
 ATHENS_KEYS = frozenset(
     """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
     TraceExporter StatsExporter BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook
-    TLSCertFile TLSKeyFile RobotsFile SingleFlight Storage IndexType Index""".split()
+    TLSCertFile TLSKeyFile SingleFlight Storage IndexType Index""".split()
 )
 
 

@@ -29,6 +29,7 @@ from athens.logs import make_observer
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
 from athens.web.app import make_resource
+from athens.web.ops import DEFAULT_ROBOTS
 from athens.web.site import ProxySite
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 
@@ -103,6 +104,14 @@ def build_lock(config: Config, reactor: Any) -> RedisLock | None:
                      retries=config.lock_max_retries)
 
 
+def read_robots(path: str) -> bytes:
+    """``RobotsFile`` if it exists (Athens' default names a robots.txt beside it), else: crawl nothing."""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            return f.read(1 << 16)
+    return DEFAULT_ROBOTS
+
+
 class AthensService(MultiService):
     """Owns the listening port and the storage; stops listening before it closes the store."""
 
@@ -117,7 +126,8 @@ class AthensService(MultiService):
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
                                 config.no_sum_patterns, tiles)
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
-                                            config.redirect_code, self.sumdb, config.path_prefix))
+                                            config.redirect_code, self.sumdb, config.path_prefix,
+                                            read_robots(config.robots_file)))
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 

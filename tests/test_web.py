@@ -200,3 +200,29 @@ async def test_unexpected_error_is_500_without_traceback(storage):
     response, content = await get(StubTreq(make_resource(storage)), "/example.com/x/@v/v1.0.0.mod")
     assert response.code == 500
     assert b"secret" not in content and b"Traceback" not in content
+
+
+@pytest_twisted.ensureDeferred
+async def test_catalog_pages_like_athens(storage, client):
+    await seed(storage, "example.com/a", ("v1.0.0", "v1.1.0"))
+    await seed(storage, "example.com/b", ("v0.1.0",))
+    response, content = await get(client, "/catalog?pagesize=2")
+    page = json.loads(content)
+    assert response.code == 200
+    assert page["modules"] == [{"module": "example.com/a", "version": "v1.0.0"},
+                               {"module": "example.com/a", "version": "v1.1.0"}]
+    response, content = await get(client, "/catalog?pagesize=2&token=" + page["next"])
+    assert json.loads(content) == {"modules": [{"module": "example.com/b", "version": "v0.1.0"}], "next": ""}
+    for bad in ("0", "1001", "x"):
+        assert (await get(client, f"/catalog?pagesize={bad}"))[0].code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_robots_and_home_page(storage, client):
+    response, content = await get(client, "/robots.txt")
+    assert (response.code, content) == (200, b"User-agent: *\nDisallow: /\n")
+    await seed(storage, "example.com/<script>", ("v1.0.0",))
+    response, content = await get(client, "/")
+    assert response.code == 200
+    assert b"export GOPROXY=http://proxy,direct" in content
+    assert b"<script>" not in content and b"&lt;script&gt;" in content

@@ -13,7 +13,7 @@ from twisted.web.resource import IResource, Resource
 
 from athens.origin import Origin
 from athens.storage.interface import IStorage
-from athens.web.ops import OpsResource
+from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import text
 from athens.web.sumdb import SumDBProxy
@@ -23,15 +23,18 @@ log = Logger()
 
 
 def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
-             redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "") -> Klein:
+             redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
+             robots: bytes = DEFAULT_ROBOTS) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
-    ops = OpsResource(storage, clock)
+    ops = OpsResource(storage, clock, robots, path_prefix)
     protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode())
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
     app.route("/version", methods=GET, endpoint="version")(ops.version)
+    app.route("/catalog", methods=GET, endpoint="catalog")(ops.catalog)
+    app.route("/robots.txt", methods=GET, endpoint="robots")(ops.robots_txt)
 
     @app.route("/sumdb/<name>/<path:path>", methods=GET, endpoint="sumdb")
     def checksums(request: IRequest, name: str, path: str):  # type: ignore[no-untyped-def]
@@ -43,9 +46,7 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
         return protocol.handle(request, path)
 
-    @app.route("/", methods=GET, endpoint="home")
-    def home(request: IRequest) -> bytes:
-        return text(request, "athens-py Go module proxy: set GOPROXY to this URL")
+    app.route("/", methods=GET, endpoint="home")(ops.home)
 
     @app.handle_errors(Exception)
     def failed(request: IRequest, failure: Failure) -> bytes:
@@ -60,9 +61,10 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 
 
 def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
-                  redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "") -> IResource:
+                  redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
+                  robots: bytes = DEFAULT_ROBOTS) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
-    resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix).resource()
+    resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots).resource()
     if not path_prefix:
         return resource
     root = parent = OffPrefix("not found: this proxy answers under " + path_prefix)

@@ -1,7 +1,8 @@
-"""Operations endpoints: liveness, readiness (the store answers) and version."""
+"""Operations endpoints: liveness, readiness, version, catalog, robots.txt and the home page."""
 
 from __future__ import annotations
 
+import html
 import json
 import platform
 
@@ -21,10 +22,47 @@ log = Logger()
 READY_TIMEOUT = 5.0
 
 
+#: Athens' /catalog page size: default and largest.
+CATALOG_PAGE = 1000
+DEFAULT_ROBOTS = b"User-agent: *\nDisallow: /\n"
+
+
 @attrs.define
 class OpsResource:
     storage: IStorage
     clock: object = attrs.field(default=None)
+    robots: bytes = DEFAULT_ROBOTS
+    path_prefix: str = ""
+
+    async def catalog(self, request: IRequest) -> bytes:
+        """Athens' paging: ``?token=&pagesize=`` -> ``{"modules": [...], "next": "..."}``."""
+        token = _arg(request, b"token")
+        size_text = _arg(request, b"pagesize") or str(CATALOG_PAGE)
+        if not size_text.isdigit() or not 0 < int(size_text) <= CATALOG_PAGE:
+            return text(request, f"bad request: pagesize must be 1 to {CATALOG_PAGE}", 400)
+        if len(token) > 2048 or "\x00" in token:
+            return text(request, "bad request: invalid token", 400)
+        page = await self.storage.catalog(token, int(size_text))
+        payload = {"modules": [{"module": i.path, "version": i.version} for i in page.items], "next": page.next_token}
+        return body(request, JSON, json.dumps(payload).encode())
+
+    def robots_txt(self, request: IRequest) -> bytes:
+        return body(request, b"text/plain; charset=utf-8", self.robots)
+
+    async def home(self, request: IRequest) -> bytes:
+        host = (request.getHeader(b"host") or b"localhost").decode("ascii", "replace")
+        scheme = "https" if request.isSecure() else "http"
+        url = html.escape(f"{scheme}://{host}{self.path_prefix}")
+        page = await self.storage.catalog("", 20)
+        rows = "".join(f"<li><code>{html.escape(str(i))}</code></li>" for i in page.items) or "<li>nothing yet</li>"
+        more = f' and more: <a href="{self.path_prefix}/catalog">/catalog</a>' if page.next_token else ""
+        doc = (
+            "<!doctype html><meta charset=utf-8><title>athens-py</title>"
+            "<h1>athens-py Go module proxy</h1>"
+            f"<p>Use it with:</p><pre>export GOPROXY={url},direct</pre>"
+            f"<p>Storage: {html.escape(self.storage.name)}. Cached, first ones{more}:</p><ul>{rows}</ul>"
+        )
+        return body(request, b"text/html; charset=utf-8", doc.encode())
 
     def healthz(self, request: IRequest) -> bytes:
         return text(request, "OK")
@@ -49,3 +87,8 @@ class OpsResource:
             "storage": self.storage.name,
         }
         return body(request, JSON, json.dumps(info).encode() + b"\n")
+
+
+def _arg(request: IRequest, name: bytes) -> str:
+    values = request.args.get(name) or [b""]
+    return values[0].decode("utf-8", "replace")
