@@ -72,6 +72,10 @@ class Config:
     redirect_code: int = 301
     path_prefix: str = ""
     robots_file: str = ""
+    basic_auth_user: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    basic_auth_pass: str = attrs.field(default="", repr=False)
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
     verify_checksums: bool = True
@@ -100,10 +104,19 @@ class Config:
     notes: tuple[str, ...] = ()
 
     def listen_endpoint(self) -> str:
-        """The Twisted endpoint string for ``Port`` / ``UnixSocket``."""
+        """The Twisted endpoint string for ``Port`` / ``UnixSocket``, with TLS when both TLS files are set."""
         if self.unix_socket:
-            return "unix:" + self.unix_socket.replace(":", r"\:")
-        return port_to_endpoint(self.port)
+            return "unix:" + _endpoint_escape(self.unix_socket)
+        endpoint = port_to_endpoint(self.port)
+        if self.tls_cert_file and self.tls_key_file:
+            endpoint = "ssl:" + endpoint.removeprefix("tcp:")
+            endpoint += f":privateKey={_endpoint_escape(self.tls_key_file)}:certKey={_endpoint_escape(self.tls_cert_file)}"
+        return endpoint
+
+
+def _endpoint_escape(value: str) -> str:
+    """Backslash and colon are special in Twisted endpoint strings."""
+    return value.replace("\\", "\\\\").replace(":", r"\:")
 
 
 # --- value parsers: (key, raw) -> value, raising ConfigError ----------------
@@ -283,6 +296,10 @@ KEYS: tuple[Key, ...] = (
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
     Key(("PathPrefix",), ("ATHENS_PATH_PREFIX",), "path_prefix", _path_prefix),
     Key(("RobotsFile",), ("ATHENS_ROBOTS_FILE",), "robots_file", _path),
+    Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),
+    Key(("TLSCertFile",), ("ATHENS_TLSCERT_FILE",), "tls_cert_file", _path),
+    Key(("TLSKeyFile",), ("ATHENS_TLSKEY_FILE",), "tls_key_file", _path),
+    Key(("BasicAuthPass",), ("BASIC_AUTH_PASS",), "basic_auth_pass", _string),
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
     Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
@@ -312,8 +329,7 @@ KEYS: tuple[Key, ...] = (
 #: Athens' other top-level keys: accepted so an Athens file loads, reported as not (yet) used.
 ATHENS_KEYS = frozenset(
     """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
-    TraceExporter StatsExporter BasicAuthUser BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook
-    TLSCertFile TLSKeyFile SingleFlight Storage IndexType Index""".split()
+    TraceExporter StatsExporter HomeTemplatePath ForceSSL ValidatorHook SingleFlight Storage IndexType Index""".split()
 )
 
 

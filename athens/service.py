@@ -104,6 +104,13 @@ def build_lock(config: Config, reactor: Any) -> RedisLock | None:
                      retries=config.lock_max_retries)
 
 
+def basic_auth(config: Config) -> tuple[str, str] | None:
+    """On only when both are set, as in Athens."""
+    if config.basic_auth_user and config.basic_auth_pass:
+        return config.basic_auth_user, config.basic_auth_pass
+    return None
+
+
 def read_robots(path: str) -> bytes:
     """``RobotsFile`` if it exists (Athens' default names a robots.txt beside it), else: crawl nothing."""
     if path and os.path.isfile(path):
@@ -127,7 +134,7 @@ class AthensService(MultiService):
                                 config.no_sum_patterns, tiles)
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
                                             config.redirect_code, self.sumdb, config.path_prefix,
-                                            read_robots(config.robots_file)))
+                                            read_robots(config.robots_file), basic_auth(config)))
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -45,10 +46,11 @@ class Daemon:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -64,22 +66,29 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
-def start_daemon(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30) -> Daemon:
+def start_daemon(workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 30,
+                 tls: tuple[Path, Path] | None = None, listen: bool = True) -> Daemon:
+    """``tls``: (cert, key) to serve https; ``listen=False``: the configuration names the port (ATHENS_PORT)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port() if listen else int((env or {})["ATHENS_PORT"].rsplit(":", 1)[1])
+    endpoint = f"tcp:{port}:interface=127.0.0.1"
+    if tls:
+        endpoint = f"ssl:{port}:interface=127.0.0.1:certKey={tls[0]}:privateKey={tls[1]}"
     log = workdir / "daemon.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [twistd(), "-n", "--pidfile=", "athens", "--listen", f"tcp:{port}:interface=127.0.0.1", *args],
+            [twistd(), "-n", "--pidfile=", "athens", *(["--listen", endpoint] if listen else []), *args],
             cwd=workdir, env=source_env(env), stdout=out, stderr=subprocess.STDOUT,
         )
-    daemon = Daemon(process, port, log)
+    daemon = Daemon(process, port, log, "https" if tls or (env or {}).get("ATHENS_TLSCERT_FILE") else "http")
+    context = ssl.create_default_context(cafile=str(tls[0] if tls else (env or {}).get("ATHENS_TLSCERT_FILE"))) \
+        if daemon.scheme == "https" else None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.logs()}")
         try:
-            with urllib.request.urlopen(daemon.url + "/readyz", timeout=2) as r:
+            with urllib.request.urlopen(daemon.url + "/readyz", timeout=2, context=context) as r:
                 if r.status == 200:
                     return daemon
         except (urllib.error.URLError, ConnectionError, OSError):

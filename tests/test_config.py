@@ -118,3 +118,10 @@ def test_twistd_stops_with_a_message_naming_the_key(tmp_path):
     )
     assert result.returncode != 0
     assert "StorageType" in result.stdout + result.stderr
+
+
+def test_tls_files_make_an_ssl_endpoint():
+    config = load(None, environ={"ATHENS_PORT": "127.0.0.1:8443", "ATHENS_TLSCERT_FILE": "/etc/a:b/cert.pem",
+                                 "ATHENS_TLSKEY_FILE": "/etc/key.pem", "BASIC_AUTH_PASS": "hunter2"})
+    assert config.listen_endpoint() == r"ssl:8443:interface=127.0.0.1:privateKey=/etc/key.pem:certKey=/etc/a\:b/cert.pem"
+    assert "hunter2" not in repr(config)

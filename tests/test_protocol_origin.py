@@ -122,3 +122,23 @@ async def test_path_prefix(servers):
     code, _, response = await served.get("/go/proxy/example.com/r/@v/v1.0.0.zip")
     assert code == 302
     assert response.headers.getRawHeaders("location") == ["https://mirror.example.com/example.com/r/@v/v1.0.0.zip"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_basic_auth_guards_all_but_health(servers):
+    import treq
+
+    storage = MemoryStorage()
+    await storage.save(M, "v1.0.0", b'{"Version":"v1.0.0"}', b"module m\n", once(b"z"))
+    for prefix in ("", "/athens"):
+        served = serve(make_resource(storage, None, None, 301, None, prefix, basic_auth=("builder", "s3cret")))
+        servers.append(served)
+        code, body, response = await served.get(f"{prefix}/{M}/@v/v1.0.0.mod")
+        assert code == 401 and response.headers.getRawHeaders("www-authenticate") == ['Basic realm="athens-py"']
+        for path in ("/healthz", "/readyz"):
+            assert (await served.get(prefix + path))[0] == 200
+        for user, password, expected in (("builder", "s3cret", 200), ("builder", "wrong", 401), ("x", "s3cret", 401)):
+            response = await treq.get(f"{served.url}{prefix}/{M}/@v/v1.0.0.mod", auth=(user, password),
+                                      pool=served.pool)
+            assert response.code == expected
+            await response.content()

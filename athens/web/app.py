@@ -13,6 +13,7 @@ from twisted.web.resource import IResource, Resource
 
 from athens.origin import Origin
 from athens.storage.interface import IStorage
+from athens.web.auth import BasicAuth
 from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import text
@@ -62,9 +63,11 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 
 def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
-                  robots: bytes = DEFAULT_ROBOTS) -> IResource:
+                  robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots).resource()
+    if basic_auth is not None:
+        resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if not path_prefix:
         return resource
     root = parent = OffPrefix("not found: this proxy answers under " + path_prefix)

@@ -101,3 +101,29 @@ def test_access_log_has_the_requests(daemon, e2e):
     with urllib.request.urlopen(f"{daemon.url}/healthz") as r:
         assert r.status == 200
     assert '"GET /healthz" 200' in daemon.logs()
+
+
+def test_tls_from_the_configuration_with_basic_auth(tmp_path, seeded_root, e2e):
+    from tests.daemon import free_port, start_daemon
+    from tests.e2e.conftest import stop_cleanly
+    from tests.tls import make_certificate
+
+    cert, key = make_certificate(tmp_path / "tls")
+    root, _ = seeded_root
+    d = start_daemon(tmp_path / "tlsd", "--storage", "disk", "--storage-root", str(root), listen=False, env={
+        "ATHENS_PORT": f"127.0.0.1:{free_port()}", "ATHENS_TLSCERT_FILE": str(cert), "ATHENS_TLSKEY_FILE": str(key),
+        "ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline",
+        "BASIC_AUTH_USER": "builder", "BASIC_AUTH_PASS": "s3cret-pass"})
+    try:
+        work, env = client(tmp_path, d)
+        env["SSL_CERT_FILE"] = str(cert)  # the go command trusts the test certificate
+        target = f"{UPPER}@v1.0.0"
+        refused = subprocess.run(["go", "mod", "download", "-json", target], cwd=work, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+        env["GOPROXY"] = d.url.replace("https://", "https://builder:s3cret-pass@")
+        got = download_json(run(["go", "mod", "download", "-json", target], work, env).stdout)
+        assert got[0]["Sum"] == e2e.direct[target]["Sum"]
+    finally:
+        stop_cleanly(d)
+    assert "s3cret-pass" not in d.logs()
