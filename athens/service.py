@@ -128,6 +128,7 @@ class AthensService(MultiService):
         self.config = config
         self.storage = storage
         self.endpoint = endpoint
+        self.reactor = reactor
         self.origin = origin if origin is not None else build_origin(config, storage, reactor)
         tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
@@ -161,6 +162,23 @@ class AthensService(MultiService):
         return ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        """In order: stop accepting, let requests in flight finish (up to ShutdownTimeout), close pools, storage."""
+        await self.listener.stopService()
+        if self.site.in_flight:
+            log.info("draining {n} requests in flight (up to {t}s)", n=self.site.in_flight, t=self.config.shutdown_timeout)
+            drained = self.site.drained()
+            drained.addTimeout(self.config.shutdown_timeout, self.reactor)
+            try:
+                await drained
+            except Exception:
+                log.warn("{n} requests still in flight after {t}s; stopping anyway", n=self.site.in_flight,
+                         t=self.config.shutdown_timeout)
+        closed = self.site.close_connections()  # flushes what was answered, then closes
+        closed.addTimeout(5, self.reactor)
+        try:
+            await closed
+        except Exception:
+            pass
         await super().stopService()
         if self.origin.http_pool is not None:
             await self.origin.http_pool.closeCachedConnections()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -12,10 +13,13 @@ access = Logger(namespace="athens.access")
 
 
 class TimedRequest(Request):
-    """A request that knows when it arrived, for the access log."""
+    """A request that knows when it arrived (access log) and that the site counts while it runs (drain)."""
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.arrived = time.monotonic()
+        site = self.channel.site if self.channel is not None else None
+        if isinstance(site, ProxySite):
+            site.started(self)
         super().requestReceived(command, path, version)
 
 
@@ -25,6 +29,52 @@ class ProxySite(Site):
 
     def __init__(self, resource: IResource, **kwargs: object) -> None:
         super().__init__(resource, requestFactory=TimedRequest, **kwargs)  # type: ignore[arg-type]
+        self.in_flight = 0
+        self._idle: list[Deferred[None]] = []
+        self._channels: dict[object, Deferred[None]] = {}
+
+    def buildProtocol(self, addr: object) -> object:  # noqa: N802 - Twisted's name
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            lost: Deferred[None] = Deferred()
+            self._channels[channel] = lost
+            original = channel.connectionLost
+
+            def connection_lost(reason: object) -> None:
+                self._channels.pop(channel, None)
+                original(reason)
+                lost.callback(None)
+
+            channel.connectionLost = connection_lost
+        return channel
+
+    def close_connections(self) -> Deferred[None]:
+        """Close every client connection after its pending output is written (answers are not cut)."""
+        waiting = list(self._channels.values())
+        for channel in list(self._channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return DeferredList(waiting).addCallback(lambda _: None)
+
+    def started(self, request: Request) -> None:
+        self.in_flight += 1
+        request.notifyFinish().addBoth(self._finished)
+
+    def _finished(self, _: object) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            waiters, self._idle = self._idle, []
+            for d in waiters:
+                d.callback(None)
+
+    def drained(self) -> Deferred[None]:
+        """Fires when no request is in flight."""
+        if self.in_flight == 0:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._idle.append(d)
+        return d
 
     def log(self, request: Request) -> None:
         arrived = getattr(request, "arrived", None)
