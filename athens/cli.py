@@ -1,5 +1,6 @@
 """
-``athens-admin``: operator commands that work on a store directly.
+``athens-admin``: operator commands that work on a store directly
+(import, list, verify, delete, copy).
 
 The daemon need not run; the storage is opened from the same configuration
 (file, ``ATHENS_*`` variables, options) the daemon uses.
@@ -16,7 +17,10 @@ from twisted.internet.task import react
 
 from athens.config import STORAGE_TYPES, ConfigError, load
 from athens.importer import Report, import_cache
+from athens.maintenance import everything, verify_version
+from athens.modzip import InvalidZip
 from athens.storage.factory import open_storage
+from athens.storage.interface import IStorage, NotFound, StorageError
 
 
 class ProgressBar:
@@ -29,8 +33,11 @@ class ProgressBar:
         self.last_decile = -1
 
     def __call__(self, done: int, total: int, report: Report, current: str) -> None:
+        self.step(done, total, f"imported {len(report.imported)} refused {len(report.refused)}", current)
+
+    def step(self, done: int, total: int, summary: str, current: str) -> None:
         fraction = done / total if total else 1.0
-        counts = f"{done}/{total} imported {len(report.imported)} refused {len(report.refused)}"
+        counts = f"{done}/{total} {summary}"
         if self.tty:
             filled = int(fraction * self.width)
             bar = "#" * filled + "-" * (self.width - filled)
@@ -55,18 +62,90 @@ def parser() -> argparse.ArgumentParser:
         description="Validates every version (path, .info, zip rules, recorded hash) and skips bad ones.",
     )
     imp.add_argument("cache", help="GOMODCACHE directory (or its cache/download)")
+    sub.add_parser("list", help="list the cached module versions (module version, a line each)")
+    sub.add_parser("verify", help="recompute every zip's h1: hash and check the module zip rules (go.sum lines out)")
+    delete = sub.add_parser("delete", help="delete module versions from the cache")
+    delete.add_argument("targets", nargs="+", metavar="module@version")
+    copy = sub.add_parser("copy", help="copy every cached version into another storage (disk to redis, ...)")
+    copy.add_argument("--to-config", help="TOML configuration naming the target storage")
+    copy.add_argument("--to-storage", choices=STORAGE_TYPES, help="target storage type")
+    copy.add_argument("--to-storage-root", help="target disk storage directory")
     return p
 
 
-async def _import(args: argparse.Namespace) -> int:
-    config = load(args.config, overrides={"storage_type": args.storage, "disk_root": args.storage_root})
-    storage = open_storage(config)
-    try:
-        report = await import_cache(storage, args.cache, ProgressBar(sys.stderr))
-    finally:
-        await storage.close()
+async def _import(args: argparse.Namespace, storage: IStorage) -> int:
+    report = await import_cache(storage, args.cache, ProgressBar(sys.stderr))
     print(report.summary())
     return 1 if report.refused else 0
+
+
+async def _list(args: argparse.Namespace, storage: IStorage) -> int:
+    async for item in everything(storage):
+        print(f"{item.path} {item.version}")
+    return 0
+
+
+async def _verify(args: argparse.Namespace, storage: IStorage) -> int:
+    bad = 0
+    async for item in everything(storage):
+        try:
+            print(f"{item.path} {item.version} {await verify_version(storage, item)}")
+        except (InvalidZip, ValueError) as e:
+            bad += 1
+            print(f"{item.path} {item.version} BAD: {e}")
+    print(f"{bad} bad" if bad else "all good", file=sys.stderr)
+    return 1 if bad else 0
+
+
+async def _delete(args: argparse.Namespace, storage: IStorage) -> int:
+    missing = 0
+    for target in args.targets:
+        module, _, version = target.rpartition("@")
+        try:
+            await storage.delete(module, version)
+            print(f"deleted {target}")
+        except NotFound:
+            missing += 1
+            print(f"not found: {target}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+async def _copy(args: argparse.Namespace, storage: IStorage) -> int:
+    target_config = load(args.to_config, environ={},
+                         overrides={"storage_type": args.to_storage, "disk_root": args.to_storage_root})
+    target = open_storage(target_config)
+    items = [item async for item in everything(storage)]
+    bar = ProgressBar(sys.stderr)
+    copied = present = 0
+    try:
+        for done, item in enumerate(items):
+            bar.step(done, len(items), f"copied {copied} already there {present}", str(item))
+            blob = await storage.zip(item.path, item.version)
+            try:
+                stored = await target.save(item.path, item.version, await storage.info(item.path, item.version),
+                                           await storage.go_mod(item.path, item.version), blob.chunks())
+            finally:
+                blob.close()
+            copied, present = copied + stored, present + (not stored)
+        bar.step(len(items), len(items), f"copied {copied} already there {present}", "")
+    finally:
+        await target.close()
+    print(f"copied {copied}, already there {present}, of {len(items)}")
+    return 0
+
+
+COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy}
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+
+    config = load(args.config, overrides={"storage_type": args.storage, "disk_root": args.storage_root})
+    storage = open_storage(config, reactor)
+    try:
+        return await COMMANDS[args.command](args, storage)
+    finally:
+        await storage.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -74,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     async def run(reactor: object) -> None:
         try:
-            code = await _import(args)
-        except (ConfigError, FileNotFoundError) as e:
+            code = await _run(args)
+        except (ConfigError, FileNotFoundError, StorageError) as e:
             print(f"athens-admin: {e}", file=sys.stderr)
             code = 2
         if code:

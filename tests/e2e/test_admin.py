@@ -1,0 +1,64 @@
+"""athens-admin list, verify, delete and copy, on disk, Redis and PostgreSQL stores."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import psycopg
+import pytest
+
+from tests.daemon import admin_command, source_env
+
+pytestmark = pytest.mark.e2e
+
+
+def admin(*args: str, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*admin_command(), *args], capture_output=True, text=True, env=source_env(), timeout=300)
+    if check is not None:
+        assert result.returncode == check, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture
+def stores(tmp_path, redis_server, postgres_server):
+    """Config files for an empty disk, Redis and PostgreSQL store."""
+    database = f"admin{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {database}")
+    configs = {
+        "disk": f'StorageType = "disk"\n[Storage.Disk]\nRootPath = "{tmp_path / "disk"}"\n',
+        "redis": f'StorageType = "redis"\n[Storage.Redis]\nEndpoint = "{redis_server.endpoint}"\n'
+                 f'KeyPrefix = "admin-{uuid.uuid4().hex}:"\n',
+        "postgres": f'StorageType = "postgres"\n[Storage.Postgres]\n'
+                    f'URL = "{postgres_server.url.rsplit("/", 1)[0]}/{database}"\n',
+    }
+    paths = {}
+    for name, text in configs.items():
+        paths[name] = tmp_path / f"{name}.toml"
+        paths[name].write_text(text)
+    return paths
+
+
+def test_admin_commands_on_every_store(stores, seeded_root, e2e):
+    root, _ = seeded_root
+    source = ["--storage", "disk", "--storage-root", str(root)]
+    copied = admin(*source, "copy", "--to-config", str(stores["disk"]))
+    assert f"copied {len(e2e.seeded)}, already there 0" in copied.stdout
+    assert "100%" in copied.stderr
+    previous = stores["disk"]
+    remaining = sorted(e2e.seeded)
+    for name in ("disk", "redis", "postgres"):
+        config = ["--config", str(stores[name])]
+        if name != "disk":  # disk -> redis -> postgres
+            admin("--config", str(previous), "copy", "--to-config", str(stores[name]))
+        assert sorted(admin(*config, "list").stdout.splitlines()) == sorted(k.replace("@", " ") for k in remaining)
+        lines = admin(*config, "verify").stdout.splitlines()
+        sums = {" ".join(line.split()[:2]): line.split()[2] for line in lines}
+        for key in remaining:
+            assert sums[key.replace("@", " ")] == e2e.direct[key]["Sum"], (name, key)
+        victim = remaining.pop(0)
+        assert admin(*config, "delete", victim).stdout.strip() == f"deleted {victim}"
+        assert victim.replace("@", " ") not in admin(*config, "list").stdout
+        assert admin(*config, "delete", victim, check=1).returncode == 1
+        previous = stores[name]
