@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import IO, Any
 
@@ -52,9 +53,29 @@ class JSONLineObserver:
         self.stream.flush()
 
 
+#: The id of the request being handled, for every log line written meanwhile (set by the web site).
+current_request_id: ContextVar[str | None] = ContextVar("athens_request_id", default=None)
+
+
+@implementer(ILogObserver)
+class RequestIdObserver:
+    """Adds ``request_id`` to events written while a request is handled; plain text shows it first."""
+
+    def __init__(self, inner: ILogObserver, plain: bool) -> None:
+        self.inner, self.plain = inner, plain
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        request_id = event.get("request_id") or current_request_id.get()
+        if request_id and "request_id" not in event:
+            event = dict(event, request_id=request_id)
+        if request_id and self.plain and "log_format" in event:
+            event = dict(event, log_format="[{request_id}] " + (event["log_format"] or ""))
+        self.inner(event)
+
+
 def make_observer(level: str = "info", fmt: str = "plain", stream: IO[str] | None = None) -> ILogObserver:
     """An observer for ``LogLevel``/``LogFormat``; writes to stdout (journald and containers read it)."""
     stream = sys.stdout if stream is None else stream
     inner = JSONLineObserver(stream) if fmt == "json" else textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    return FilteringLogObserver(inner, [predicate])
+    return FilteringLogObserver(RequestIdObserver(inner, fmt != "json"), [predicate])

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 from twisted.logger import Logger, LogPublisher
@@ -59,3 +60,40 @@ def test_plugin_with_a_config_file(tmp_path):
     finally:
         daemon.stop()
     assert "configuration file" in daemon.logs()
+
+
+def test_request_ids_on_log_lines_and_answers(tmp_path):
+    env = {"ATHENS_LOG_FORMAT": "json", "ATHENS_DOWNLOAD_MODE": "none", "ATHENS_STORAGE_TYPE": "memory"}
+    daemon = start_daemon(tmp_path, env=env)
+    try:
+        request = urllib.request.Request(daemon.url + "/example.com/x/@v/v1.0.0.info",
+                                         headers={"X-Request-Id": "build-42"})
+        try:
+            urllib.request.urlopen(request)
+        except urllib.error.HTTPError as e:
+            assert e.code == 404 and e.headers["X-Request-Id"] == "build-42"
+        with urllib.request.urlopen(daemon.url + "/healthz") as r:
+            generated = r.headers["X-Request-Id"]
+            assert len(generated) == 16
+    finally:
+        daemon.stop()
+    events = [json.loads(line) for line in daemon.logs().splitlines() if line.startswith("{")]
+    access = {e["uri"]: e for e in events if e["namespace"] == "athens.access"}
+    assert access["/example.com/x/@v/v1.0.0.info"]["request_id"] == "build-42"
+    assert access["/healthz"]["request_id"] == generated
+
+
+def test_lines_logged_while_a_request_runs_carry_its_id():
+    from athens.logs import current_request_id
+
+    stream = io.StringIO()
+    log = Logger(namespace="athens.test", observer=LogPublisher(make_observer("info", "plain", stream)))
+    token = current_request_id.set("req-7")
+    try:
+        log.warn("fetching {what}", what="example.com/m@v1.0.0")
+    finally:
+        current_request_id.reset(token)
+    log.warn("outside any request")
+    first, second = stream.getvalue().splitlines()
+    assert "[req-7] fetching example.com/m@v1.0.0" in first
+    assert "[" not in second.split("]", 1)[1].split("outside")[0].strip("# ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 import time
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -9,18 +11,37 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from athens.logs import current_request_id
+
 access = Logger(namespace="athens.access")
 
 
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+
+
 class TimedRequest(Request):
-    """A request that knows when it arrived (access log) and that the site counts while it runs (drain)."""
+    """
+    A request that knows when it arrived (access log), that the site counts
+    while it runs (drain), and that carries a request id: the client's
+    ``X-Request-Id`` if it is sane, else a new one, echoed in the answer and
+    put on every log line written while it is handled.
+    """
+
+    request_id = "-"
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.arrived = time.monotonic()
         site = self.channel.site if self.channel is not None else None
         if isinstance(site, ProxySite):
             site.started(self)
-        super().requestReceived(command, path, version)
+        given = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[0]
+        self.request_id = given.decode() if _REQUEST_ID.match(given) else secrets.token_hex(8)
+        self.setHeader(b"x-request-id", self.request_id.encode())
+        token = current_request_id.set(self.request_id)
+        try:
+            super().requestReceived(command, path, version)
+        finally:
+            current_request_id.reset(token)
 
 
 class ProxySite(Site):
@@ -86,4 +107,5 @@ class ProxySite(Site):
             code=request.code,
             size=request.sentLength,
             duration_ms=round((time.monotonic() - arrived) * 1000, 1) if arrived else None,
+            request_id=getattr(request, "request_id", "-"),
         )
