@@ -58,11 +58,12 @@ def test_socket_activation_serves_on_the_inherited_socket(tmp_path):
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     port = listener.getsockname()[1]
-    os.dup2(listener.fileno(), 3) if listener.fileno() != 3 else None
+    fd = listener.fileno()
     command = (f"export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=athens.socket; exec {shlex.quote(twistd())} --nodaemon --pidfile= athens "
                f"--storage memory --listen systemd:domain=INET:index=0")
-    process = subprocess.Popen(["sh", "-c", command], cwd=tmp_path, env=source_env(), pass_fds=(3,),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # In the child only, the socket becomes descriptor 3, where systemd puts the first one.
+    process = subprocess.Popen(["sh", "-c", command], cwd=tmp_path, env=source_env(), pass_fds=(fd, 3),
+                               preexec_fn=lambda: os.dup2(fd, 3), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     listener.close()
     try:
         for _ in range(100):
@@ -78,4 +79,3 @@ def test_socket_activation_serves_on_the_inherited_socket(tmp_path):
     finally:
         process.terminate()
         process.wait(30)
-        os.close(3)
