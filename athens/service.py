@@ -26,6 +26,7 @@ from athens.singleflight.redis import RedisLock, connect_sentinel
 from athens.stash import Stash
 from athens.storage.redis import connect as connect_redis
 from athens.logs import make_observer
+from athens.metrics import Metrics
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
 from athens.web.app import make_resource
@@ -36,7 +37,7 @@ from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 log = Logger()
 
 
-def build_origin(config: Config, storage: IStorage, reactor: Any) -> Origin:
+def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metrics | None = None) -> Origin:
     """The fetcher, stash, list cache and policies a cache miss uses, from the configuration."""
     try:
         policy = load_policy(config.download_mode, config.download_url)
@@ -82,7 +83,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any) -> Origin:
         name = sumdb_name(config.sum_dbs[0])
         verifier = ChecksumVerifier(config.sum_dbs[0], verifier_key(name, config.sum_db_keys), pool, reactor,
                                     config.no_sum_patterns)
-    stash = Stash(fetcher, storage, build_lock(config, reactor), verifier)
+    stash = Stash(fetcher, storage, build_lock(config, reactor), verifier, metrics or Metrics())
     return Origin(fetcher, stash, lists, policy, filter_rules, config.network_mode, config.global_endpoint,
                   http_pool=pool)
 
@@ -129,13 +130,15 @@ class AthensService(MultiService):
         self.storage = storage
         self.endpoint = endpoint
         self.reactor = reactor
-        self.origin = origin if origin is not None else build_origin(config, storage, reactor)
+        self.metrics = Metrics()
+        self.origin = origin if origin is not None else build_origin(config, storage, reactor, self.metrics)
         tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
                                 config.no_sum_patterns, tiles)
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
                                             config.redirect_code, self.sumdb, config.path_prefix,
-                                            read_robots(config.robots_file), basic_auth(config)))
+                                            read_robots(config.robots_file), basic_auth(config), self.metrics),
+                              self.metrics)
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 

@@ -18,7 +18,8 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from athens.fetch.checksums import ChecksumVerifier
-from athens.fetch.interface import Fetched, Growing, IFetcher, OriginError
+from athens.fetch.interface import Fetched, Growing, IFetcher, OriginError, OriginNotFound
+from athens.metrics import Metrics
 from athens.modzip import InvalidZip, check_zip
 from athens.module import ModuleVersion
 from athens.singleflight import SingleFlight
@@ -37,6 +38,7 @@ class Stash:
     lock: RedisLock | None = None
     #: Checks what upstreams send against the checksum database; None: not checked.
     verifier: ChecksumVerifier | None = None
+    metrics: Metrics = attrs.field(factory=Metrics)
     flights: SingleFlight[None] = attrs.field(factory=SingleFlight)
     #: Zips arriving now, for stream-through; and who waits to hear of one.
     _growing: dict[ModuleVersion, Growing] = attrs.field(factory=dict)
@@ -100,6 +102,18 @@ class Stash:
         await self.lock.run(key, stored, lambda: self._fetch(key))
 
     async def _fetch(self, key: ModuleVersion) -> None:
+        started = self.metrics.fetch_started()
+        outcome = "error"
+        try:
+            await self._fetch_and_store(key)
+            outcome = "stored"
+        except OriginNotFound:
+            outcome = "not_found"
+            raise
+        finally:
+            self.metrics.fetch_ended(started, outcome)
+
+    async def _fetch_and_store(self, key: ModuleVersion) -> None:
         fetched = await self.fetcher.download(key.path, key.version, lambda g: self._zip_started(key, g))
         try:
             zip_hash = await deferToThread(_check, fetched)

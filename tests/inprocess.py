@@ -30,8 +30,8 @@ class Served:
         await self.port.stopListening()
 
 
-def serve(resource: IResource) -> Served:
+def serve(resource: IResource, metrics: Any = None) -> Served:
     from twisted.internet import reactor
 
-    port = reactor.listenTCP(0, ProxySite(resource), interface="127.0.0.1")
+    port = reactor.listenTCP(0, ProxySite(resource, metrics), interface="127.0.0.1")
     return Served(port, HTTPConnectionPool(reactor, persistent=False))

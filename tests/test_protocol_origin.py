@@ -142,3 +142,37 @@ async def test_basic_auth_guards_all_but_health(servers):
                                       pool=served.pool)
             assert response.code == expected
             await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_metrics_after_known_traffic(servers):
+    from athens.metrics import Metrics
+
+    metrics = Metrics()
+    fetcher = FakeFetcher()
+    fetcher.add(M, "v1.0.0", module_zip(M, "v1.0.0"))
+    storage = MemoryStorage()
+    origin = Origin(fetcher, Stash(fetcher, storage, metrics=metrics), ListCache(fetcher, Clock()))
+    served = serve(make_resource(storage, None, origin, metrics=metrics), metrics)
+    servers.append(served)
+    assert (await served.get(f"/{M}/@v/v1.0.0.zip"))[0] == 200  # miss, fetch, store
+    code, zip_body, _ = await served.get(f"/{M}/@v/v1.0.0.zip")  # hit
+    assert code == 200
+    assert (await served.get(f"/{M}/@v/v1.0.0.mod"))[0] == 200  # hit
+    assert (await served.get("/example.com/nothing/@v/v1.0.0.info"))[0] == 404  # miss, not found
+    code, exposition, response = await served.get("/metrics")
+    assert code == 200 and response.headers.getRawHeaders("content-type")[0].startswith("text/plain")
+    text = exposition.decode()
+    for line in (
+        'athens_requests_total{code="200",endpoint="zip"} 2.0',
+        'athens_requests_total{code="404",endpoint="info"} 1.0',
+        'athens_cache_total{result="hit"} 2.0',
+        'athens_cache_total{result="miss"} 2.0',
+        'athens_fetches_total{outcome="stored"} 1.0',
+        'athens_fetches_total{outcome="not_found"} 1.0',
+        "athens_fetches_in_flight 0.0",
+        f'athens_served_bytes_total{{endpoint="zip"}} {2.0 * len(zip_body)}',
+        "athens_fetch_seconds_count 2.0",
+    ):
+        assert line in text, line
+    assert M not in text  # labels never carry module paths

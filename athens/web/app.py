@@ -11,12 +11,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 
+from athens.metrics import Metrics
 from athens.origin import Origin
 from athens.storage.interface import IStorage
 from athens.web.auth import BasicAuth
 from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
-from athens.web.responses import text
+from athens.web.responses import body, text
 from athens.web.sumdb import SumDBProxy
 
 GET = ["GET", "HEAD"]
@@ -25,17 +26,23 @@ log = Logger()
 
 def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
-             robots: bytes = DEFAULT_ROBOTS) -> Klein:
+             robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
+    metrics = metrics or Metrics()
     ops = OpsResource(storage, clock, robots, path_prefix)
-    protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode())
+    protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode(), metrics)
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
     app.route("/version", methods=GET, endpoint="version")(ops.version)
     app.route("/catalog", methods=GET, endpoint="catalog")(ops.catalog)
     app.route("/robots.txt", methods=GET, endpoint="robots")(ops.robots_txt)
+
+    @app.route("/metrics", methods=GET, endpoint="metrics")
+    def prometheus(request: IRequest) -> bytes:
+        content_type, data = metrics.exposition()
+        return body(request, content_type, data)
 
     @app.route("/sumdb/<name>/<path:path>", methods=GET, endpoint="sumdb")
     def checksums(request: IRequest, name: str, path: str):  # type: ignore[no-untyped-def]
@@ -63,9 +70,10 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 
 def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
-                  robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None) -> IResource:
+                  robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
+                  metrics: Metrics | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
-    resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots).resource()
+    resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if not path_prefix:

@@ -23,6 +23,7 @@ from twisted.web.iweb import IRequest
 
 from athens.fetch.interface import Growing, OriginError, OriginNotFound
 from athens.filter import Action
+from athens.metrics import Metrics
 from athens.module import (
     InvalidInput,
     ModuleVersion,
@@ -116,6 +117,7 @@ class ProtocolResource:
     redirect_code: int = 301
     #: ``PathPrefix``: cut from paths passed on to an upstream or a redirect.
     path_prefix: bytes = b""
+    metrics: Metrics = attrs.field(factory=Metrics)
 
     def _upstream_path(self, request: IRequest) -> bytes:
         path: bytes = request.path
@@ -145,9 +147,11 @@ class ProtocolResource:
         except OriginError as e:
             return text(request, f"{_origin_words(e)}: {e}", e.status)
         except StorageUnavailable as e:
+            self.metrics.storage_errors.inc()
             log.warn("storage unavailable: {error}", error=str(e))
             return text(request, f"storage unavailable: {e}", 503)
         except StorageError as e:
+            self.metrics.storage_errors.inc()
             log.error("storage error: {error}", error=str(e))
             return text(request, f"storage error: {e}", 503)
 
@@ -199,8 +203,11 @@ class ProtocolResource:
 
     async def _stored(self, req: Request, get: Callable[[str, str], Awaitable[bytes]]) -> bytes:
         try:
-            return await get(req.module, req.version)
+            found = await get(req.module, req.version)
+            self.metrics.cache.labels("hit").inc()
+            return found
         except NotFound:
+            self.metrics.cache.labels("miss").inc()
             await self._fill(req)
             return await get(req.module, req.version)
 
@@ -267,7 +274,9 @@ class ProtocolResource:
     async def _zip(self, request: IRequest, req: Request) -> bytes | None:
         try:
             blob = await self.storage.zip(req.module, req.version)
+            self.metrics.cache.labels("hit").inc()
         except NotFound:
+            self.metrics.cache.labels("miss").inc()
             if await self._stream_through(request, req):
                 return None
             await self._fill(req)

@@ -12,6 +12,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from athens.logs import current_request_id
+from athens.metrics import Metrics
 
 access = Logger(namespace="athens.access")
 
@@ -48,8 +49,9 @@ class ProxySite(Site):
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, resource: IResource, **kwargs: object) -> None:
+    def __init__(self, resource: IResource, metrics: Metrics | None = None, **kwargs: object) -> None:
         super().__init__(resource, requestFactory=TimedRequest, **kwargs)  # type: ignore[arg-type]
+        self.metrics = metrics
         self.in_flight = 0
         self._idle: list[Deferred[None]] = []
         self._channels: dict[object, Deferred[None]] = {}
@@ -98,6 +100,8 @@ class ProxySite(Site):
         return d
 
     def log(self, request: Request) -> None:
+        if self.metrics is not None:
+            self.metrics.request(request.path, request.code, request.sentLength)
         arrived = getattr(request, "arrived", None)
         access.info(
             '{client} "{method} {uri}" {code} {size} {duration_ms}ms',

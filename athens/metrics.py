@@ -1,0 +1,75 @@
+"""
+Prometheus metrics, on a registry of their own (one per daemon; tests get fresh ones).
+
+What an operator watches: requests by endpoint and status, cache hits and
+misses, fetches from the origin (count, outcome, duration, in flight),
+bytes served, and storage errors.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+ENDPOINTS = ("list", "info", "mod", "zip", "latest")
+
+
+def endpoint_of(path: bytes) -> str:
+    """A small, fixed set of labels: never the module path itself."""
+    text = path.decode("ascii", "replace")
+    if "/sumdb/" in text or text.startswith("/sumdb"):
+        return "sumdb"
+    if text.endswith("/@v/list"):
+        return "list"
+    if text.endswith("/@latest"):
+        return "latest"
+    for ext in ("info", "mod", "zip"):
+        if "/@v/" in text and text.endswith("." + ext):
+            return ext
+    last = text.rstrip("/").rsplit("/", 1)[-1]
+    return last if last in ("healthz", "readyz", "version", "catalog", "metrics", "robots.txt") else "other"
+
+
+@attrs.define
+class Metrics:
+    registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
+    requests: Any = None
+    cache: Any = None
+    fetches: Any = None
+    fetch_seconds: Any = None
+    fetches_in_flight: Any = None
+    bytes_served: Any = None
+    storage_errors: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("athens_requests", "HTTP requests answered", ["endpoint", "code"], registry=r)
+        self.cache = Counter("athens_cache", "Lookups of .info, .mod and .zip in storage", ["result"], registry=r)
+        self.fetches = Counter("athens_fetches", "Fetches of module versions from the origin", ["outcome"],
+                               registry=r)
+        self.fetch_seconds = Histogram("athens_fetch_seconds", "Time to fetch, check and store a version",
+                                       registry=r, buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+        self.fetches_in_flight = Gauge("athens_fetches_in_flight", "Fetches from the origin running now", registry=r)
+        self.bytes_served = Counter("athens_served_bytes", "Response body bytes sent", ["endpoint"], registry=r)
+        self.storage_errors = Counter("athens_storage_errors", "Requests that failed on storage", registry=r)
+
+    def request(self, path: bytes, code: int, size: int) -> None:
+        endpoint = endpoint_of(path)
+        self.requests.labels(endpoint, str(code)).inc()
+        self.bytes_served.labels(endpoint).inc(size)
+
+    def exposition(self) -> tuple[bytes, bytes]:
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
+
+    def fetch_started(self) -> float:
+        self.fetches_in_flight.inc()
+        return time.monotonic()
+
+    def fetch_ended(self, started: float, outcome: str) -> None:
+        self.fetches_in_flight.dec()
+        self.fetches.labels(outcome).inc()
+        self.fetch_seconds.observe(time.monotonic() - started)
