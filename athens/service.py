@@ -138,7 +138,7 @@ class AthensService(MultiService):
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
                                             config.redirect_code, self.sumdb, config.path_prefix,
                                             read_robots(config.robots_file), basic_auth(config), self.metrics),
-                              self.metrics)
+                              self.metrics, idle_timeout=config.client_idle_timeout)
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 

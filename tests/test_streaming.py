@@ -132,3 +132,33 @@ async def test_a_client_that_hangs_up_mid_zip_releases_the_blob():
         await storage.closed[0].addTimeout(10, reactor)
     finally:
         await port.stopListening()
+
+
+def _raw(port: int, payload: bytes, read_until_close: bool = True) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(payload)
+        data = b""
+        while read_until_close and (chunk := s.recv(65536)):
+            data += chunk
+        return data
+
+
+@pytest_twisted.ensureDeferred
+async def test_limits_bodies_headers_and_idle_clients():
+    from twisted.internet import reactor
+
+    site = ProxySite(make_resource(MemoryStorage()), idle_timeout=0.5)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    number = port.getHost().port
+    try:
+        big_body = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+        answer = await deferToThread(_raw, number, big_body)
+        assert answer.startswith(b"HTTP/1.1 413")
+        huge_headers = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Junk: " + b"a" * 70000 + b"\r\n\r\n"
+        answer = await deferToThread(_raw, number, huge_headers)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 4")  # Twisted refuses over 16 KiB of headers
+        # a client that opens a connection and says nothing is dropped after the idle timeout
+        silent = await deferToThread(_raw, number, b"GET /healthz HTTP/1.1\r\n")
+        assert silent == b"" or silent.startswith(b"HTTP/1.1 408")
+    finally:
+        await port.stopListening()

@@ -29,6 +29,19 @@ class TimedRequest(Request):
     """
 
     request_id = "-"
+    #: The protocol takes GET and HEAD only: a body beyond this is refused before it is read.
+    max_body = 64 << 10
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
+        if length is not None and length > self.max_body:
+            transport = self.channel.transport if self.channel is not None else None
+            if transport is not None:
+                message = b"request body too large: this proxy reads none\n"
+                transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(message), message))
+                transport.loseConnection()
+            return
+        super().gotLength(length)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         self.arrived = time.monotonic()
@@ -49,8 +62,10 @@ class ProxySite(Site):
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, resource: IResource, metrics: Metrics | None = None, **kwargs: object) -> None:
-        super().__init__(resource, requestFactory=TimedRequest, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, resource: IResource, metrics: Metrics | None = None, idle_timeout: float = 60.0,
+                 **kwargs: object) -> None:
+        # ``timeout``: a connection that sends and receives nothing this long (a slow or stuck client) is closed.
+        super().__init__(resource, requestFactory=TimedRequest, timeout=idle_timeout, **kwargs)  # type: ignore[arg-type]
         self.metrics = metrics
         self.in_flight = 0
         self._idle: list[Deferred[None]] = []
