@@ -148,3 +148,25 @@ async def test_a_client_that_leaves_does_not_stop_the_fill(setup):
 
 
 
+
+
+def test_a_slow_reader_pauses_the_download_until_it_catches_up():
+    from athens.fetch.interface import Growing
+
+    calls: list[bool] = []
+    growing = Growing("/nonexistent", lead=1000, throttle=calls.append)
+    fast, slow = growing.join(), growing.join()
+    growing.advance(800)
+    growing.reached(fast, 800)
+    assert calls == []
+    growing.advance(400)  # the slow reader is 1200 behind: pause
+    assert calls == [True]
+    growing.reached(slow, 600)  # 600 behind: still more than half the lead
+    assert calls == [True]
+    growing.reached(slow, 800)  # 400 behind: resume
+    assert calls == [True, False]
+    growing.advance(2000)
+    assert calls == [True, False, True]
+    growing.leave(slow)  # the slow client hung up: the fast one is 2000 behind too
+    growing.leave(fast)  # nobody left to hold it back
+    assert calls == [True, False, True, False]

@@ -59,7 +59,10 @@ class Listing:
 class Growing:
     """
     A zip being downloaded into a file: readers follow it as it grows, so a
-    client gets the first bytes long before the last have arrived.
+    client gets the first bytes long before the last have arrived.  When the
+    slowest reader falls more than ``lead`` bytes behind, the download is
+    paused (``throttle(True)``) until it catches up by half: a slow client
+    slows the upstream read.  A reader that leaves stops holding it back.
     """
 
     path: str
@@ -68,11 +71,44 @@ class Growing:
     written: int = 0
     finished: bool = False
     error: Exception | None = None
+    lead: int = 8 << 20
+    #: Pauses (True) and resumes (False) the download; set by the fetcher.
+    throttle: Callable[[bool], None] | None = None
     _waiters: list[Deferred[None]] = attrs.field(factory=list)
+    _readers: dict[int, int] = attrs.field(factory=dict)
+    _paused: bool = False
 
     def advance(self, n: int) -> None:
         self.written += n
+        self._regulate()
         self._wake()
+
+    def join(self) -> int:
+        """Register a reader at offset 0; returns its id."""
+        reader = id(object()) ^ len(self._readers)
+        while reader in self._readers:
+            reader += 1
+        self._readers[reader] = 0
+        return reader
+
+    def reached(self, reader: int, offset: int) -> None:
+        self._readers[reader] = offset
+        self._regulate()
+
+    def leave(self, reader: int) -> None:
+        self._readers.pop(reader, None)
+        self._regulate()
+
+    def _regulate(self) -> None:
+        if self.throttle is None:
+            return
+        lag = self.written - min(self._readers.values()) if self._readers and not self.finished else 0
+        if not self._paused and lag > self.lead:
+            self._paused = True
+            self.throttle(True)
+        elif self._paused and lag <= self.lead // 2:
+            self._paused = False
+            self.throttle(False)
 
     def finish(self) -> None:
         self.finished = True

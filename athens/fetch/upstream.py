@@ -62,6 +62,19 @@ class _ToFile(Protocol):
         # First in the chain, before anyone awaits it: followers hear of the end either way.
         self.done.addCallbacks(lambda size: growing.finish() or size, lambda f: growing.fail(f.value) or f)
         self.timer = reactor.callLater(idle, self._quiet)
+        growing.throttle = self._throttle
+
+    def _throttle(self, pause: bool) -> None:
+        """A slow reader holds the download back; the idle timeout waits while we are the ones pausing."""
+        if self.done.called or self.transport is None:
+            return
+        if pause:
+            self.transport.pauseProducing()
+            if self.timer.active():
+                self.timer.cancel()
+        else:
+            self.transport.resumeProducing()
+            self.timer = self.reactor.callLater(self.idle, self._quiet)
 
     def _quiet(self) -> None:
         if not self.done.called:
@@ -78,10 +91,12 @@ class _ToFile(Protocol):
             return
         self.f.write(data)  # a local temporary file: fast, and bounded by the limit
         self.f.flush()  # readers following the growing file see it at once
+        if self.timer.active():
+            self.timer.reset(self.idle)
         self.growing.advance(len(data))
-        self.timer.reset(self.idle)
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        self.growing.throttle = None
         if self.timer.active():
             self.timer.cancel()
         if self.done.called:

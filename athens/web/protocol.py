@@ -331,19 +331,24 @@ class ProtocolResource:
 async def follow(growing: Growing, f: Any) -> AsyncIterator[bytes]:
     """The bytes of a file being written, as they are written, until it is finished (or fails)."""
     offset = 0
-    while True:
-        if offset < growing.written:
-            chunk = await deferToThread(f.read, min(STREAM_CHUNK, growing.written - offset))
-            if not chunk:
-                raise OriginError("the zip being downloaded shrank")
-            offset += len(chunk)
-            yield chunk
-        elif growing.error is not None:
-            raise growing.error
-        elif growing.finished:
-            return
-        else:
-            await growing.changed()
+    reader = growing.join()
+    try:
+        while True:
+            if offset < growing.written:
+                chunk = await deferToThread(f.read, min(STREAM_CHUNK, growing.written - offset))
+                if not chunk:
+                    raise OriginError("the zip being downloaded shrank")
+                offset += len(chunk)
+                growing.reached(reader, offset)
+                yield chunk
+            elif growing.error is not None:
+                raise growing.error
+            elif growing.finished:
+                return
+            else:
+                await growing.changed()
+    finally:
+        growing.leave(reader)  # a client that leaves no longer holds the download back
 
 
 STREAM_CHUNK = 256 << 10
