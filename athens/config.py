@@ -72,6 +72,7 @@ class Config:
     redirect_code: int = 301
     path_prefix: str = ""
     client_idle_timeout: int = 60
+    fill_after_client_leaves: bool = True
     robots_file: str = ""
     basic_auth_user: str = ""
     tls_cert_file: str = ""
@@ -296,6 +297,7 @@ KEYS: tuple[Key, ...] = (
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
     Key(("PathPrefix",), ("ATHENS_PATH_PREFIX",), "path_prefix", _path_prefix),
+    Key(("FillAfterClientLeaves",), ("ATHENS_FILL_AFTER_CLIENT_LEAVES",), "fill_after_client_leaves", _bool),
     Key(("ClientIdleTimeout",), ("ATHENS_CLIENT_IDLE_TIMEOUT",), "client_idle_timeout", _positive_int),
     Key(("RobotsFile",), ("ATHENS_ROBOTS_FILE",), "robots_file", _path),
     Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),

@@ -137,7 +137,8 @@ class AthensService(MultiService):
                                 config.no_sum_patterns, tiles)
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
                                             config.redirect_code, self.sumdb, config.path_prefix,
-                                            read_robots(config.robots_file), basic_auth(config), self.metrics),
+                                            read_robots(config.robots_file), basic_auth(config), self.metrics,
+                                            config.fill_after_client_leaves),
                               self.metrics, idle_timeout=config.client_idle_timeout)
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)

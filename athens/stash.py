@@ -44,21 +44,31 @@ class Stash:
     _growing: dict[ModuleVersion, Growing] = attrs.field(factory=dict)
     _zip_waiters: dict[ModuleVersion, list[Deferred[Growing | None]]] = attrs.field(factory=dict)
 
-    def zip_arriving(self, module: str, version: str) -> Deferred[Growing | None]:
+    def zip_arriving(self, module: str, version: str) -> tuple[Deferred[Growing | None], Deferred[None]]:
         """
-        Start (or join) the fill and fire with the zip as it starts arriving,
-        or with None if the fill ends first (the fetcher does not stream, or failed).
+        Start (or join) the fill; the first Deferred fires with the zip as it
+        starts arriving, or with None if the fill ends first (the fetcher does
+        not stream, or failed).  The second is this caller's place in the fill,
+        for :meth:`abandon`.
         """
         key = ModuleVersion(module, version)
-        self.stash(module, version).addErrback(lambda f: None)  # the waiter's own stash() call reports it
+        place = self.stash(module, version)
+        place.addErrback(lambda f: None)  # the caller's own stash() call reports errors
         if key in self._growing:
-            return succeed(self._growing[key])
+            return succeed(self._growing[key]), place
         d: Deferred[Growing | None] = Deferred()
         if not self.flights.in_flight(key):
             d.callback(None)
-            return d
+            return d, place
         self._zip_waiters.setdefault(key, []).append(d)
-        return d
+        return d, place
+
+    def abandon(self, module: str, version: str, place: Deferred[None]) -> bool:
+        """Stop the fill if nobody but the caller (a client that left) waits for it; nothing is stored."""
+        stopped = self.flights.cancel_if_alone(ModuleVersion(module, version), place)
+        if stopped:
+            log.info("stopped filling {what}: its only client left", what=f"{module}@{version}")
+        return stopped
 
     def _zip_started(self, key: ModuleVersion, growing: Growing) -> None:
         self._growing[key] = growing

@@ -15,6 +15,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from athens.fetch.upstream import UpstreamFetcher, make_pool
 from athens.listcache import ListCache
+from athens.module import ModuleVersion
 from athens.origin import Origin
 from athens.stash import Stash
 from athens.storage.memory import MemoryStorage
@@ -170,3 +171,32 @@ def test_a_slow_reader_pauses_the_download_until_it_catches_up():
     growing.leave(slow)  # the slow client hung up: the fast one is 2000 behind too
     growing.leave(fast)  # nobody left to hold it back
     assert calls == [True, False, True, False]
+
+
+@pytest_twisted.ensureDeferred
+async def test_configured_to_stop_the_fill_when_its_only_client_leaves():
+    from twisted.internet import reactor
+
+    upstream = SlowUpstream()
+    port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
+    pool = make_pool(reactor)
+    fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=5, idle_timeout=30)
+    storage = MemoryStorage()
+    stash = Stash(fetcher, storage)
+    origin = Origin(fetcher, stash, ListCache(fetcher, reactor), http_pool=pool)
+    served = serve(make_resource(storage, None, origin, fill_after_client_leaves=False))
+    try:
+        response, collect = await start_download(served, reactor)
+        await until(lambda: len(collect.data) > 0, reactor)
+        collect.transport.stopProducing()  # the only client hangs up
+        await collect.done
+        await until(lambda: not stash.flights.in_flight(ModuleVersion(M, "v1.0.0")),
+                    reactor)
+        upstream.release.callback(True)
+        assert await storage.list(M) == []
+    finally:
+        if not upstream.release.called:
+            upstream.release.callback(True)
+        await served.close()
+        await pool.closeCachedConnections()
+        await port.stopListening()

@@ -58,7 +58,8 @@ class _ToFile(Protocol):
     def __init__(self, f: Any, limit: int, idle: float, reactor: Any, growing: Growing) -> None:
         self.f, self.limit, self.idle, self.reactor, self.growing = f, limit, idle, reactor, growing
         self.size = 0
-        self.done: Deferred[int] = Deferred()
+        # Cancelled (the fill is abandoned): stop reading at once.
+        self.done: Deferred[int] = Deferred(lambda d: self.transport.stopProducing() if self.transport else None)
         # First in the chain, before anyone awaits it: followers hear of the end either way.
         self.done.addCallbacks(lambda size: growing.finish() or size, lambda f: growing.fail(f.value) or f)
         self.timer = reactor.callLater(idle, self._quiet)

@@ -19,6 +19,15 @@ T = TypeVar("T")
 class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._waiters: dict[Hashable, list[Deferred[T]]] = {}
+        self._calls: dict[Hashable, Deferred[T]] = {}
+
+    def cancel_if_alone(self, key: Hashable, waiter: Deferred[T]) -> bool:
+        """Cancel the call for ``key`` if ``waiter`` is the only one still waiting for it."""
+        waiting = [w for w in self._waiters.get(key, []) if not w.called]
+        if waiting != [waiter] or key not in self._calls:
+            return False
+        self._calls[key].cancel()
+        return True
 
     def in_flight(self, key: Hashable) -> bool:
         return key in self._waiters
@@ -33,10 +42,13 @@ class SingleFlight(Generic[T]):
             self._waiters[key].append(waiter)
             return waiter
         self._waiters[key] = [waiter]
-        ensureDeferred(call()).addBoth(self._finish, key)  # type: ignore[arg-type]
+        running = ensureDeferred(call())
+        self._calls[key] = running
+        running.addBoth(self._finish, key)  # type: ignore[arg-type]
         return waiter
 
     def _finish(self, result: T | Failure, key: Hashable) -> None:
+        self._calls.pop(key, None)
         for waiter in self._waiters.pop(key):
             if not waiter.called:  # a cancelled waiter has fired already
                 waiter.callback(result) if not isinstance(result, Failure) else waiter.errback(result)

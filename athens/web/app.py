@@ -26,12 +26,14 @@ log = Logger()
 
 def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
-             robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None) -> Klein:
+             robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
+             fill_after_client_leaves: bool = True) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
     ops = OpsResource(storage, clock, robots, path_prefix)
-    protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode(), metrics)
+    protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode(), metrics,
+                                fill_after_client_leaves)
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
@@ -71,9 +73,10 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
-                  metrics: Metrics | None = None) -> IResource:
+                  metrics: Metrics | None = None, fill_after_client_leaves: bool = True) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
-    resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics).resource()
+    resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
+                        fill_after_client_leaves).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if not path_prefix:

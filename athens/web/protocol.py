@@ -118,6 +118,8 @@ class ProtocolResource:
     #: ``PathPrefix``: cut from paths passed on to an upstream or a redirect.
     path_prefix: bytes = b""
     metrics: Metrics = attrs.field(factory=Metrics)
+    #: A stream-through client that leaves: the fill goes on (True) or stops if nobody else waits (False).
+    fill_after_client_leaves: bool = True
 
     def _upstream_path(self, request: IRequest) -> bytes:
         path: bytes = request.path
@@ -305,7 +307,8 @@ class ProtocolResource:
         """
         if self.origin is None or request.method != b"GET" or self._mode(req.module)[0] is not Mode.SYNC:
             return False
-        growing = await self.origin.stash.zip_arriving(req.module, req.version)
+        arriving, place = self.origin.stash.zip_arriving(req.module, req.version)
+        growing = await arriving
         if growing is None:
             return False
         try:
@@ -318,7 +321,8 @@ class ProtocolResource:
         try:
             await write_stream(request, follow(growing, f))
         except (ConnectionDone, CancelledError):
-            pass
+            if not self.fill_after_client_leaves:
+                self.origin.stash.abandon(req.module, req.version, place)
         except Exception as e:
             log.warn("stream-through of {what} broke: {error}", what=str(ModuleVersion(req.module, req.version)),
                      error=str(e))
