@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import attrs
 
 
 import pytest_twisted
@@ -81,23 +84,47 @@ async def until(condition, reactor) -> None:
     raise AssertionError("condition never met")
 
 
+@attrs.define
+class Setup:
+    """A slow upstream, a proxy filling a memory store from it, served on loopback."""
+
+    upstream: SlowUpstream
+    storage: MemoryStorage
+    stash: Stash
+    served: Any
+    port: Any
+    pool: Any
+
+    @classmethod
+    def start(cls, fill_after_client_leaves: bool = True) -> "Setup":
+        from twisted.internet import reactor
+
+        upstream = SlowUpstream()
+        port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
+        pool = make_pool(reactor)
+        fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=5,
+                                  idle_timeout=30)
+        storage = MemoryStorage()
+        stash = Stash(fetcher, storage)
+        origin = Origin(fetcher, stash, ListCache(fetcher, reactor), http_pool=pool)
+        served = serve(make_resource(storage, None, origin, fill_after_client_leaves=fill_after_client_leaves))
+        return cls(upstream, storage, stash, served, port, pool)
+
+    async def stop(self) -> None:
+        if not self.upstream.release.called:
+            self.upstream.release.callback(True)
+        await self.served.close()
+        await self.pool.closeCachedConnections()
+        await self.port.stopListening()
+
+
 @pytest_twisted.async_yield_fixture
 async def setup():
     from twisted.internet import reactor
 
-    upstream = SlowUpstream()
-    port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
-    pool = make_pool(reactor)
-    fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=5, idle_timeout=30)
-    storage = MemoryStorage()
-    origin = Origin(fetcher, Stash(fetcher, storage), ListCache(fetcher, reactor), http_pool=pool)
-    served = serve(make_resource(storage, None, origin))
-    yield upstream, storage, served, reactor
-    if not upstream.release.called:
-        upstream.release.callback(True)
-    await served.close()
-    await pool.closeCachedConnections()
-    await port.stopListening()
+    running = Setup.start()
+    yield running.upstream, running.storage, running.served, reactor
+    await running.stop()
 
 
 async def start_download(served, reactor):
@@ -177,26 +204,15 @@ def test_a_slow_reader_pauses_the_download_until_it_catches_up():
 async def test_configured_to_stop_the_fill_when_its_only_client_leaves():
     from twisted.internet import reactor
 
-    upstream = SlowUpstream()
-    port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
-    pool = make_pool(reactor)
-    fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=5, idle_timeout=30)
-    storage = MemoryStorage()
-    stash = Stash(fetcher, storage)
-    origin = Origin(fetcher, stash, ListCache(fetcher, reactor), http_pool=pool)
-    served = serve(make_resource(storage, None, origin, fill_after_client_leaves=False))
+    running = Setup.start(fill_after_client_leaves=False)
     try:
-        response, collect = await start_download(served, reactor)
+        response, collect = await start_download(running.served, reactor)
         await until(lambda: len(collect.data) > 0, reactor)
         collect.transport.stopProducing()  # the only client hangs up
         await collect.done
-        await until(lambda: not stash.flights.in_flight(ModuleVersion(M, "v1.0.0")),
-                    reactor)
-        upstream.release.callback(True)
-        assert await storage.list(M) == []
+        # the fill stops while the upstream is still holding back half of the zip
+        await until(lambda: not running.stash.flights.in_flight(ModuleVersion(M, "v1.0.0")), reactor)
+        running.upstream.release.callback(True)
+        assert await running.storage.list(M) == []
     finally:
-        if not upstream.release.called:
-            upstream.release.callback(True)
-        await served.close()
-        await pool.closeCachedConnections()
-        await port.stopListening()
+        await running.stop()
