@@ -73,6 +73,7 @@ class Config:
     path_prefix: str = ""
     client_idle_timeout: int = 60
     fill_after_client_leaves: bool = True
+    validator_hook: str = ""
     robots_file: str = ""
     basic_auth_user: str = ""
     tls_cert_file: str = ""
@@ -297,6 +298,7 @@ KEYS: tuple[Key, ...] = (
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
     Key(("PathPrefix",), ("ATHENS_PATH_PREFIX",), "path_prefix", _path_prefix),
+    Key(("ValidatorHook",), ("ATHENS_PROXY_VALIDATOR",), "validator_hook", _url),
     Key(("FillAfterClientLeaves",), ("ATHENS_FILL_AFTER_CLIENT_LEAVES",), "fill_after_client_leaves", _bool),
     Key(("ClientIdleTimeout",), ("ATHENS_CLIENT_IDLE_TIMEOUT",), "client_idle_timeout", _positive_int),
     Key(("RobotsFile",), ("ATHENS_ROBOTS_FILE",), "robots_file", _path),
@@ -333,7 +335,7 @@ KEYS: tuple[Key, ...] = (
 #: Athens' other top-level keys: accepted so an Athens file loads, reported as not (yet) used.
 ATHENS_KEYS = frozenset(
     """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
-    TraceExporter StatsExporter HomeTemplatePath ForceSSL ValidatorHook SingleFlight Storage IndexType Index""".split()
+    TraceExporter StatsExporter HomeTemplatePath ForceSSL SingleFlight Storage IndexType Index""".split()
 )
 
 

@@ -33,6 +33,7 @@ from athens.web.app import make_resource
 from athens.web.ops import DEFAULT_ROBOTS
 from athens.web.site import ProxySite
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
+from athens.web.validator import ValidatorHook
 
 log = Logger()
 
@@ -138,10 +139,15 @@ class AthensService(MultiService):
         self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
                                             config.redirect_code, self.sumdb, config.path_prefix,
                                             read_robots(config.robots_file), basic_auth(config), self.metrics,
-                                            config.fill_after_client_leaves),
+                                            config.fill_after_client_leaves, self._validator(reactor)),
                               self.metrics, idle_timeout=config.client_idle_timeout)
         self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
+
+    def _validator(self, reactor: Any) -> ValidatorHook | None:
+        if not self.config.validator_hook:
+            return None
+        return ValidatorHook(self.config.validator_hook, self.origin.http_pool or make_pool(reactor), reactor)
 
     def setServiceParent(self, parent: Any) -> None:
         # twistd asks the application for its log observer once makeService

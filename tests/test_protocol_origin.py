@@ -176,3 +176,50 @@ async def test_metrics_after_known_traffic(servers):
     ):
         assert line in text, line
     assert M not in text  # labels never carry module paths
+
+
+@pytest_twisted.ensureDeferred
+async def test_validator_hook_allows_refuses_and_fails_closed(servers):
+    import json as jsonlib
+
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from athens.fetch.upstream import make_pool
+    from athens.web.validator import ValidatorHook
+
+    asked = []
+
+    class Hook(Resource):
+        isLeaf = True
+
+        def render_POST(self, request):  # noqa: N802
+            query = jsonlib.loads(request.content.read())
+            asked.append(query)
+            if query["Module"] == "example.com/denied":
+                request.setResponseCode(403)
+                return b"licence not approved"
+            if query["Module"] == "example.com/broken":
+                request.setResponseCode(500)
+                return b""
+            return b""
+
+    port = reactor.listenTCP(0, Site(Hook()), interface="127.0.0.1")
+    pool = make_pool(reactor)
+    storage = MemoryStorage()
+    for module in ("example.com/ok", "example.com/denied", "example.com/broken"):
+        await storage.save(module, "v1.0.0", b'{"Version":"v1.0.0"}', b"module m\n", once(b"z"))
+    hook = ValidatorHook(f"http://127.0.0.1:{port.getHost().port}/validate", pool, reactor)
+    served = serve(make_resource(storage, None, None, validator=hook))
+    servers.append(served)
+    try:
+        assert (await served.get("/example.com/ok/@v/v1.0.0.mod"))[0] == 200
+        code, body, _ = await served.get("/example.com/denied/@v/v1.0.0.zip")
+        assert code == 403 and b"licence not approved" in body
+        assert (await served.get("/example.com/broken/@v/v1.0.0.info"))[0] == 502
+        assert (await served.get("/example.com/ok/@v/list"))[0] == 200  # lists name no version: not asked
+        assert {"Module": "example.com/ok", "Version": "v1.0.0"} in asked and len(asked) == 3
+    finally:
+        await pool.closeCachedConnections()
+        await port.stopListening()

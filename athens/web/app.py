@@ -19,6 +19,7 @@ from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text
 from athens.web.sumdb import SumDBProxy
+from athens.web.validator import ValidatorHook
 
 GET = ["GET", "HEAD"]
 log = Logger()
@@ -27,13 +28,13 @@ log = Logger()
 def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
-             fill_after_client_leaves: bool = True) -> Klein:
+             fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
     ops = OpsResource(storage, clock, robots, path_prefix)
     protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode(), metrics,
-                                fill_after_client_leaves)
+                                fill_after_client_leaves, validator)
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
@@ -73,10 +74,11 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
-                  metrics: Metrics | None = None, fill_after_client_leaves: bool = True) -> IResource:
+                  metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
+                  validator: ValidatorHook | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
-                        fill_after_client_leaves).resource()
+                        fill_after_client_leaves, validator).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if not path_prefix:

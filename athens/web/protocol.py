@@ -40,6 +40,7 @@ from athens.storage.interface import IStorage, NotFound, StorageError, StorageUn
 from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, body, text
 from athens.web.streaming import write_stream
+from athens.web.validator import Refused, ValidatorHook
 
 log = Logger()
 
@@ -120,6 +121,7 @@ class ProtocolResource:
     metrics: Metrics = attrs.field(factory=Metrics)
     #: A stream-through client that leaves: the fill goes on (True) or stops if nobody else waits (False).
     fill_after_client_leaves: bool = True
+    validator: ValidatorHook | None = None
 
     def _upstream_path(self, request: IRequest) -> bytes:
         path: bytes = request.path
@@ -131,6 +133,11 @@ class ProtocolResource:
             if req is None:
                 return text(request, f"not found: {path!r} is not a module proxy path", 404)
             self._apply_filter(req)
+            if self.validator is not None and req.version:
+                try:
+                    await self.validator.check(req.module, req.version)
+                except Refused as e:
+                    raise Forbidden(str(e)) from None
             mode, url = self._mode(req.module)
             if mode is Mode.PASSTHROUGH:
                 raise PassThrough(url)  # never cached: storage is not even asked
