@@ -34,6 +34,7 @@ from athens.web.ops import DEFAULT_ROBOTS
 from athens.web.site import ProxySite
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 from athens.web.validator import ValidatorHook
+from athens.workers import AdoptedPort, WorkerSupervisor
 
 log = Logger()
 
@@ -125,7 +126,7 @@ class AthensService(MultiService):
     """Owns the listening port and the storage; stops listening before it closes the store."""
 
     def __init__(self, config: Config, storage: IStorage, endpoint: str, reactor: Any,
-                 origin: Origin | None = None) -> None:
+                 origin: Origin | None = None, adopt: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.config = config
         self.storage = storage
@@ -141,7 +142,8 @@ class AthensService(MultiService):
                                             read_robots(config.robots_file), basic_auth(config), self.metrics,
                                             config.fill_after_client_leaves, self._validator(reactor)),
                               self.metrics, idle_timeout=config.client_idle_timeout)
-        self.listener = strports.service(endpoint, self.site)
+        # ``adopt``: (descriptor, family) of a socket shared by several worker processes.
+        self.listener = strports.service(endpoint, self.site) if adopt is None else AdoptedPort(*adopt, self.site, reactor)
         self.listener.setServiceParent(self)
 
     def _validator(self, reactor: Any) -> ValidatorHook | None:
@@ -174,6 +176,8 @@ class AthensService(MultiService):
     async def _stop(self) -> None:
         """In order: stop accepting, let requests in flight finish (up to ShutdownTimeout), close pools, storage."""
         await self.listener.stopService()
+        workers = [s for s in self if isinstance(s, WorkerSupervisor)]
+        stopping_workers = [w.stopService() for w in workers]  # each drains its own requests meanwhile
         if self.site.in_flight:
             log.info("draining {n} requests in flight (up to {t}s)", n=self.site.in_flight, t=self.config.shutdown_timeout)
             drained = self.site.drained()
@@ -189,6 +193,8 @@ class AthensService(MultiService):
             await closed
         except Exception:
             pass
+        for stopped in stopping_workers:
+            await stopped
         await super().stopService()
         if self.origin.http_pool is not None:
             await self.origin.http_pool.closeCachedConnections()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from twisted.python import usage
@@ -9,6 +10,7 @@ from twisted.python import usage
 from athens.config import STORAGE_TYPES, ConfigError, load
 from athens.service import AthensService
 from athens.storage.factory import open_storage
+from athens.workers import WorkerSupervisor, shared_socket, worker_argv
 
 
 class Options(usage.Options):
@@ -24,6 +26,10 @@ class Options(usage.Options):
         ["storage-root", None, None, "Disk storage directory (overrides Storage.Disk.RootPath)."],
         ["log-level", None, None, "debug, info, warn, error (overrides LogLevel)."],
         ["log-format", None, None, "plain or json (overrides LogFormat)."],
+        ["workers", "w", None, "Processes serving the port (default: one per core; 1 with memory storage)."],
+    ]
+    optFlags = [
+        ["worker", None, "(internal) one of several workers: bind the port with SO_REUSEPORT, start no others."],
     ]
 
 
@@ -45,7 +51,28 @@ def makeService(options: Options) -> AthensService:
         # twistd prints a usage error with our message and exits non-zero.
         raise usage.UsageError(f"configuration error: {e}") from None
     endpoint = options["listen"] or config.listen_endpoint()
-    return AthensService(config, storage, endpoint, reactor)
+    try:
+        workers = int(options["workers"]) if options["workers"] else default_workers(config.storage_type)
+    except ValueError:
+        raise usage.UsageError(f"--workers: {options['workers']!r} is not a number") from None
+    if workers < 1 or (workers > 1 and config.storage_type == "memory"):
+        raise usage.UsageError("--workers: at least 1, and only 1 with memory storage (nothing would be shared)")
+    if workers == 1 and not options["worker"]:
+        return AthensService(config, storage, endpoint, reactor)
+    try:
+        sock = shared_socket(endpoint)
+    except (ValueError, OSError) as e:
+        raise usage.UsageError(f"--workers: {e}") from None
+    service = AthensService(config, storage, endpoint, reactor, adopt=(sock.fileno(), sock.family))
+    service.shared_socket = sock  # open for the service's whole life
+    if not options["worker"]:
+        WorkerSupervisor(workers - 1, worker_argv(options, endpoint), reactor).setServiceParent(service)
+    return service
+
+
+def default_workers(storage_type: str) -> int:
+    """One process per core, unless the storage lives in the process."""
+    return 1 if storage_type == "memory" else max(os.cpu_count() or 1, 1)
 
 
 def main() -> None:  # pragma: no cover - convenience for `python -m athens.tap`

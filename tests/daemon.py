@@ -77,7 +77,8 @@ def start_daemon(workdir: Path, *args: str, env: dict[str, str] | None = None, t
     log = workdir / "daemon.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [twistd(), "-n", "--pidfile=", "athens", *(["--listen", endpoint] if listen else []), *args],
+            [twistd(), "-n", "--pidfile=", "athens", *(["--listen", endpoint] if listen else []),
+             *([] if "--workers" in args else ["--workers", "1"]), *args],
             cwd=workdir, env=source_env(env), stdout=out, stderr=subprocess.STDOUT,
         )
     daemon = Daemon(process, port, log, "https" if tls or (env or {}).get("ATHENS_TLSCERT_FILE") else "http")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import platform
 
 import attrs
@@ -85,6 +86,7 @@ class OpsResource:
             "python": platform.python_version(),
             "twisted": twisted.__version__,
             "storage": self.storage.name,
+            "pid": os.getpid(),
         }
         return body(request, JSON, json.dumps(info).encode() + b"\n")
 

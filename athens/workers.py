@@ -1,0 +1,121 @@
+"""
+Several processes on one port: every process binds the port with
+SO_REUSEPORT, so the kernel spreads new connections over them; the parent
+serves too and keeps N-1 worker processes running, restarting any that dies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from typing import Any, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+
+log = Logger()
+
+_TCP = re.compile(r"^tcp:(?:port=)?(?P<port>[0-9]+)(?::interface=(?P<host>(?:\\:|[^:])+))?$")
+
+
+def shared_socket(endpoint: str) -> socket.socket:
+    """A listening socket for a ``tcp:PORT[:interface=HOST]`` endpoint that other processes may bind too."""
+    m = _TCP.match(endpoint)
+    if not m:
+        raise ValueError(f"several workers need a tcp: endpoint (tcp:3000 or tcp:3000:interface=...), not {endpoint!r}")
+    host = (m.group("host") or "").replace("\\:", ":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), int(m.group("port"))))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class AdoptedPort(Service):
+    """Serve a listening socket made outside Twisted's endpoints (SO_REUSEPORT)."""
+
+    def __init__(self, fd: int, family: int, factory: Any, reactor: Any) -> None:
+        self.fd, self.family, self.factory, self.reactor = fd, family, factory, reactor
+        self.port: Any = None
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        super().startService()
+        self.port = self.reactor.adoptStreamPort(self.fd, self.family, self.factory)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        if self.port is None:
+            return succeed(None)
+        port, self.port = self.port, None
+        return port.stopListening()  # type: ignore[no-any-return]
+
+
+class _Worker(ProcessProtocol):
+    def __init__(self, supervisor: "WorkerSupervisor", index: int) -> None:
+        self.supervisor, self.index = supervisor, index
+        self.ended: Deferred[None] = Deferred()
+
+    def processEnded(self, reason: Any) -> None:  # noqa: N802
+        self.ended.callback(None)
+        self.supervisor.ended(self.index, reason)
+
+
+class WorkerSupervisor(Service):
+    """Keeps ``count`` worker processes running; each binds the port itself."""
+
+    def __init__(self, count: int, argv: Sequence[str], reactor: Any, restart_delay: float = 1.0) -> None:
+        self.count, self.argv, self.reactor = count, list(argv), reactor
+        self.restart_delay = restart_delay
+        self.workers: dict[int, tuple[_Worker, Any]] = {}
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        for index in range(self.count):
+            self.spawn(index)
+
+    def spawn(self, index: int) -> None:
+        if not self.running:
+            return
+        proto = _Worker(self, index)
+        transport = self.reactor.spawnProcess(
+            proto, self.argv[0], self.argv, env=dict(os.environ),
+            childFDs={0: "w", 1: 1, 2: 2},
+        )
+        self.workers[index] = (proto, transport)
+        log.info("worker {index} started (pid {pid})", index=index + 1, pid=transport.pid)
+
+    def ended(self, index: int, reason: Any) -> None:
+        self.workers.pop(index, None)
+        if self.running:
+            log.warn("worker {index} ended ({why}); restarting it", index=index + 1, why=reason.getErrorMessage())
+            self.reactor.callLater(self.restart_delay, self.spawn, index)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        waiting = []
+        for proto, transport in list(self.workers.values()):
+            waiting.append(proto.ended)
+            try:
+                transport.signalProcess("TERM")  # each worker drains its own requests
+            except Exception:
+                pass
+        return DeferredList(waiting).addCallback(lambda _: None)
+
+
+def worker_argv(options: Any, endpoint: str) -> list[str]:
+    """The command line of a worker: this daemon's options, on the same port."""
+    argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
+            "athens", "--worker", "--listen", endpoint]
+    for name in ("config", "storage", "storage-root", "log-level", "log-format"):
+        if options[name] is not None:
+            argv += [f"--{name}", options[name]]
+    return argv
+
+

@@ -1,0 +1,60 @@
+"""Several worker processes on one port: all serve, one that dies is replaced, a stop ends them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.daemon import start_daemon
+from tests.e2e.conftest import stop_cleanly
+
+pytestmark = pytest.mark.e2e
+
+
+def pids_serving(url: str, tries: int = 60) -> set[int]:
+    def one(_: int) -> int:
+        with urllib.request.urlopen(url + "/version", timeout=10) as r:  # a new connection each time
+            return int(json.loads(r.read())["pid"])
+
+    with ThreadPoolExecutor(8) as pool:
+        return set(pool.map(one, range(tries)))
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_two_workers_serve_and_a_dead_one_is_replaced(tmp_path, seeded_root):
+    root, _ = seeded_root
+    d = start_daemon(tmp_path / "w", "--workers", "2", "--storage", "disk", "--storage-root", str(root),
+                     env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline"})
+    try:
+        deadline = time.monotonic() + 30
+        pids: set[int] = set()
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids |= pids_serving(d.url)
+        assert len(pids) == 2 and d.process.pid in pids, pids
+        worker = next(p for p in pids if p != d.process.pid)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        replaced: set[int] = set()
+        while time.monotonic() < deadline and not (replaced - {d.process.pid, worker}):
+            time.sleep(0.5)
+            replaced = pids_serving(d.url, 30)
+        assert replaced - {d.process.pid, worker}, "the dead worker was not replaced"
+        new_worker = next(iter(replaced - {d.process.pid, worker}))
+    finally:
+        stop_cleanly(d)
+    time.sleep(1)
+    assert not alive(new_worker)  # the stop ended the workers too
+    assert "worker 1 ended" in d.logs() and "restarting it" in d.logs()
