@@ -8,11 +8,12 @@ bytes served, and storage errors.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 ENDPOINTS = ("list", "info", "mod", "zip", "latest")
@@ -53,7 +54,8 @@ class Metrics:
                                registry=r)
         self.fetch_seconds = Histogram("athens_fetch_seconds", "Time to fetch, check and store a version",
                                        registry=r, buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
-        self.fetches_in_flight = Gauge("athens_fetches_in_flight", "Fetches from the origin running now", registry=r)
+        self.fetches_in_flight = Gauge("athens_fetches_in_flight", "Fetches from the origin running now", registry=r,
+                                       multiprocess_mode="livesum")
         self.bytes_served = Counter("athens_served_bytes", "Response body bytes sent", ["endpoint"], registry=r)
         self.storage_errors = Counter("athens_storage_errors", "Requests that failed on storage", registry=r)
 
@@ -63,7 +65,12 @@ class Metrics:
         self.bytes_served.labels(endpoint).inc(size)
 
     def exposition(self) -> tuple[bytes, bytes]:
-        return CONTENT_TYPE_LATEST.encode(), generate_latest(self.registry)
+        """This process's metrics; with several workers (PROMETHEUS_MULTIPROC_DIR), all of theirs summed."""
+        registry = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(registry)
 
     def fetch_started(self) -> float:
         self.fetches_in_flight.inc()

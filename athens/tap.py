@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from typing import TYPE_CHECKING
 
 from twisted.python import usage
 
 from athens.config import STORAGE_TYPES, ConfigError, load
-from athens.service import AthensService
-from athens.storage.factory import open_storage
-from athens.workers import WorkerSupervisor, shared_socket, worker_argv
+
+if TYPE_CHECKING:
+    from athens.service import AthensService
 
 
 class Options(usage.Options):
@@ -33,8 +35,10 @@ class Options(usage.Options):
     ]
 
 
-def makeService(options: Options) -> AthensService:
+def makeService(options: Options) -> "AthensService":
     from twisted.internet import reactor
+
+    from athens.storage.factory import open_storage
 
     try:
         config = load(
@@ -57,6 +61,14 @@ def makeService(options: Options) -> AthensService:
         raise usage.UsageError(f"--workers: {options['workers']!r} is not a number") from None
     if workers < 1 or (workers > 1 and config.storage_type == "memory"):
         raise usage.UsageError("--workers: at least 1, and only 1 with memory storage (nothing would be shared)")
+    if (workers > 1 or options["worker"]) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Several processes count into files they all read (set before prometheus_client is imported;
+        # the workers inherit it).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="athens-metrics-")
+
+    from athens.service import AthensService
+    from athens.workers import WorkerSupervisor, shared_socket, worker_argv
+
     if workers == 1 and not options["worker"]:
         return AthensService(config, storage, endpoint, reactor)
     try:

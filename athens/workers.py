@@ -92,7 +92,11 @@ class WorkerSupervisor(Service):
         log.info("worker {index} started (pid {pid})", index=index + 1, pid=transport.pid)
 
     def ended(self, index: int, reason: Any) -> None:
-        self.workers.pop(index, None)
+        proto_transport = self.workers.pop(index, None)
+        if proto_transport is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(proto_transport[1].pid)  # its live gauges stop counting
         if self.running:
             log.warn("worker {index} ended ({why}); restarting it", index=index + 1, why=reason.getErrorMessage())
             self.reactor.callLater(self.restart_delay, self.spawn, index)

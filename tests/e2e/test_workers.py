@@ -58,3 +58,27 @@ def test_two_workers_serve_and_a_dead_one_is_replaced(tmp_path, seeded_root):
     time.sleep(1)
     assert not alive(new_worker)  # the stop ended the workers too
     assert "worker 1 ended" in d.logs() and "restarting it" in d.logs()
+
+
+def test_metrics_add_up_across_workers(tmp_path, seeded_root):
+    root, _ = seeded_root
+    d = start_daemon(tmp_path / "m", "--workers", "2", "--storage", "disk", "--storage-root", str(root),
+                     env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline"})
+    try:
+        pids: set[int] = set()
+        asked = 0
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids |= pids_serving(d.url, 20)
+            asked += 20
+        assert len(pids) == 2
+        with urllib.request.urlopen(d.url + "/metrics") as r:
+            text = r.read().decode()
+        version_lines = [line for line in text.splitlines()
+                         if line.startswith('athens_requests_total{code="200",endpoint="version"}')]
+        assert version_lines, text
+        counted = float(version_lines[0].split()[-1])
+        # every /version answered, by either process, is in one total
+        assert counted == asked, text
+    finally:
+        stop_cleanly(d)
