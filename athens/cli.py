@@ -1,6 +1,6 @@
 """
 ``athens-admin``: operator commands that work on a store directly
-(import, list, verify, delete, copy).
+(import, list, verify, delete, gc, copy).
 
 The daemon need not run; the storage is opened from the same configuration
 (file, ``ATHENS_*`` variables, options) the daemon uses.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import IO, Sequence
 
 from twisted.internet.defer import ensureDeferred
@@ -66,6 +67,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("verify", help="recompute every zip's h1: hash and check the module zip rules (go.sum lines out)")
     delete = sub.add_parser("delete", help="delete module versions from the cache")
     delete.add_argument("targets", nargs="+", metavar="module@version")
+    gc = sub.add_parser("gc", help="delete versions nobody has used for N days")
+    gc.add_argument("--unused-days", type=float, required=True, help="delete what was last used before this many days")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     copy = sub.add_parser("copy", help="copy every cached version into another storage (disk to redis, ...)")
     copy.add_argument("--to-config", help="TOML configuration naming the target storage")
     copy.add_argument("--to-storage", choices=STORAGE_TYPES, help="target storage type")
@@ -134,7 +138,27 @@ async def _copy(args: argparse.Namespace, storage: IStorage) -> int:
     return 0
 
 
-COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy}
+async def _gc(args: argparse.Namespace, storage: IStorage) -> int:
+    cutoff = time.time() - args.unused_days * 86400
+    stale = []
+    async for item in everything(storage):
+        try:
+            if await storage.last_used(item.path, item.version) < cutoff:
+                stale.append(item)
+        except NotFound:
+            continue  # deleted meanwhile
+    for item in stale:
+        if not args.dry_run:
+            try:
+                await storage.delete(item.path, item.version)
+            except NotFound:
+                continue
+        print(f"{'would delete' if args.dry_run else 'deleted'} {item}")
+    print(f"{len(stale)} versions unused for {args.unused_days:g} days", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy, "gc": _gc}
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from athens.fetch.interface import Listing, OriginError, OriginTimeout
 from athens.fetch.testing import FakeFetcher
 from athens.listcache import ListCache
+from athens.module import ModuleVersion
 from athens.origin import Origin
 from athens.policy import DownloadPolicy, Mode, Rule
 from athens.stash import Stash
@@ -223,3 +224,16 @@ async def test_validator_hook_allows_refuses_and_fails_closed(servers):
     finally:
         await pool.closeCachedConnections()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_serving_a_version_records_its_use(servers):
+    import time
+
+    storage = MemoryStorage()
+    await storage.save(M, "v1.0.0", b'{"Version":"v1.0.0"}', b"module m\n", once(b"z"))
+    storage._used[ModuleVersion(M, "v1.0.0")] = 0.0  # long unused
+    served = serve(make_resource(storage))
+    servers.append(served)
+    assert (await served.get(f"/{M}/@v/v1.0.0.zip"))[0] == 200
+    assert await storage.last_used(M, "v1.0.0") > time.time() - 60

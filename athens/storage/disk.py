@@ -220,6 +220,28 @@ class DiskStorage:
                 found.append(ModuleVersion(module, version))
         return found
 
+    def touch(self, module: str, version: str) -> Deferred[None]:
+        """The version directory's mtime is its last use (a rename leaves it at the save)."""
+
+        def utime() -> None:
+            try:
+                target = self._version_dir(module, version)
+                if self._complete(target):
+                    os.utime(target)
+            except (NotFound, FileNotFoundError):
+                pass
+
+        return deferToThread(utime)
+
+    def last_used(self, module: str, version: str) -> Deferred[float]:
+        def mtime() -> float:
+            target = self._version_dir(module, version)
+            if not self._complete(target):
+                raise NotFound(f"{module}@{version}: not found")
+            return os.stat(target).st_mtime
+
+        return deferToThread(mtime)
+
     def ping(self) -> Deferred[None]:
         def check() -> None:
             if not os.path.isdir(self.root) or not os.access(self.root, os.W_OK | os.X_OK):

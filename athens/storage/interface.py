@@ -81,6 +81,12 @@ class IStorage(Interface):
     def catalog(token: str, limit: int) -> Deferred[CatalogPage]:
         """Up to ``limit`` stored versions after ``token`` (``""``: from the start)."""
 
+    def touch(module: str, version: str) -> Deferred[None]:
+        """Record that the version was used now (for garbage collection); nothing if it is not stored."""
+
+    def last_used(module: str, version: str) -> Deferred[float]:
+        """When the version was last used (epoch seconds; its save if never); fails with NotFound."""
+
     def ping() -> Deferred[None]:
         """Fails unless the store can serve requests now (readiness)."""
 

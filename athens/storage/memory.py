@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import AsyncIterable, AsyncIterator
 
 import attrs
@@ -46,6 +47,7 @@ class BytesBlob:
 class MemoryStorage:
     name = "memory"
     _versions: dict[ModuleVersion, _Version] = attrs.field(factory=dict)
+    _used: dict[ModuleVersion, float] = attrs.field(factory=dict)
 
     def _get(self, module: str, version: str) -> _Version:
         try:
@@ -76,17 +78,32 @@ class MemoryStorage:
         if key in self._versions:
             return False
         self._versions[key] = _Version(bytes(info), bytes(mod), data)
+        self._used[key] = time.time()
         return True
 
     def delete(self, module: str, version: str) -> Deferred[None]:
         def remove() -> None:
             self._get(module, version)
             del self._versions[ModuleVersion(module, version)]
+            self._used.pop(ModuleVersion(module, version), None)
 
         return ensureDeferred(self._async(remove))
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
         return succeed(page(self._versions, token, limit))
+
+    def touch(self, module: str, version: str) -> Deferred[None]:
+        key = ModuleVersion(module, version)
+        if key in self._versions:
+            self._used[key] = time.time()
+        return succeed(None)
+
+    def last_used(self, module: str, version: str) -> Deferred[float]:
+        def when() -> float:
+            self._get(module, version)  # NotFound if absent
+            return self._used[ModuleVersion(module, version)]
+
+        return ensureDeferred(self._async(when))
 
     def ping(self) -> Deferred[None]:
         return succeed(None)

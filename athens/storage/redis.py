@@ -18,6 +18,7 @@ timeouts are set, and a store that is down answers :class:`StorageUnavailable`.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any, AsyncIterable, AsyncIterator
 
 import attrs
@@ -41,11 +42,14 @@ for i = 0, count - 1 do
   if redis.call('EXISTS', ARGV[8] .. i) == 0 then return -1 end
 end
 for i = 0, count - 1 do redis.call('PERSIST', ARGV[8] .. i) end
-redis.call('HSET', KEYS[1], 'info', ARGV[1], 'mod', ARGV[2], 'size', ARGV[3], 'blob', ARGV[4], 'chunks', ARGV[5])
+redis.call('HSET', KEYS[1], 'info', ARGV[1], 'mod', ARGV[2], 'size', ARGV[3], 'blob', ARGV[4], 'chunks', ARGV[5],
+           'used', ARGV[9])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], 0, ARGV[7])
 return 1
 """
+
+_TOUCH = b"if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'used', ARGV[1]) end return 0"
 
 _DELETE = b"""
 local blob = redis.call('HGET', KEYS[1], 'blob')
@@ -208,7 +212,8 @@ class RedisStorage:
                 self.redis,
                 _PUBLISH,
                 [self._vkey(module, version), self._key("m", module), self._key("catalog")],
-                [info, mod, str(size), blob, str(count), version, f"{module}\x00{version}", self._key("b", blob, "")],
+                [info, mod, str(size), blob, str(count), version, f"{module}\x00{version}", self._key("b", blob, ""),
+                 repr(time.time())],
             )
         except BaseException:
             await self._drop_chunks(blob, count)
@@ -255,6 +260,18 @@ class RedisStorage:
             return CatalogPage(items, str(items[-1]) if more else "")
 
         return ensureDeferred(page())
+
+    def touch(self, module: str, version: str) -> Deferred[None]:
+        async def used() -> None:
+            await _eval(self.redis, _TOUCH, [self._vkey(module, version)], [repr(time.time())])
+
+        return ensureDeferred(used())
+
+    def last_used(self, module: str, version: str) -> Deferred[float]:
+        async def when() -> float:
+            return float(await self._field(module, version, b"used"))
+
+        return ensureDeferred(when())
 
     def ping(self) -> Deferred[None]:
         async def pong() -> None:

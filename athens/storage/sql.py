@@ -26,7 +26,7 @@ from athens.module import ModuleVersion
 from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, StorageUnavailable, rechunk, sized
 
 CHUNK = 1 << 20
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS = {
     1: [
@@ -46,6 +46,7 @@ _MIGRATIONS = {
                data bytea NOT NULL,
                PRIMARY KEY (blob, n))""",
     ],
+    2: ["ALTER TABLE athens_versions ADD COLUMN IF NOT EXISTS used timestamptz"],
 }
 
 
@@ -214,6 +215,24 @@ class PostgresStorage:
             return CatalogPage(items, str(items[-1]) if len(rows) > limit_ else "")
 
         return ensureDeferred(page())
+
+    def touch(self, module: str, version: str) -> Deferred[None]:
+        async def used() -> None:
+            await self._interaction(lambda cursor: cursor.execute(
+                "UPDATE athens_versions SET used = now() WHERE module = %s AND version = %s", (module, version)))
+
+        return ensureDeferred(used())
+
+    def last_used(self, module: str, version: str) -> Deferred[float]:
+        async def when() -> float:
+            rows = await self._query(
+                "SELECT extract(epoch FROM coalesce(used, created)) FROM athens_versions "
+                "WHERE module = %s AND version = %s", (module, version))
+            if not rows:
+                raise NotFound(f"{module}@{version}: not found")
+            return float(rows[0][0])
+
+        return ensureDeferred(when())
 
     def ping(self) -> Deferred[None]:
         async def check() -> None:

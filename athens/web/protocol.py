@@ -12,6 +12,7 @@ too slow.
 
 from __future__ import annotations
 
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import attrs
@@ -122,6 +123,20 @@ class ProtocolResource:
     #: A stream-through client that leaves: the fill goes on (True) or stops if nobody else waits (False).
     fill_after_client_leaves: bool = True
     validator: ValidatorHook | None = None
+    #: When this process last recorded a use of each version: at most one write an hour per version.
+    _touched: dict[ModuleVersion, float] = attrs.field(factory=dict)
+
+    def _used(self, req: Request) -> None:
+        """Record the use (for garbage collection) without making the answer wait for it."""
+        key = ModuleVersion(req.module, req.version)
+        now = time.monotonic()
+        if now - self._touched.get(key, -TOUCH_INTERVAL) < TOUCH_INTERVAL:
+            return
+        if len(self._touched) > 100_000:
+            self._touched.clear()
+        self._touched[key] = now
+        self.storage.touch(req.module, req.version).addErrback(
+            lambda f: log.warn("could not record the use of {what}: {error}", what=str(key), error=f.getErrorMessage()))
 
     def _upstream_path(self, request: IRequest) -> bytes:
         path: bytes = request.path
@@ -214,6 +229,7 @@ class ProtocolResource:
         try:
             found = await get(req.module, req.version)
             self.metrics.cache.labels("hit").inc()
+            self._used(req)
             return found
         except NotFound:
             self.metrics.cache.labels("miss").inc()
@@ -284,6 +300,7 @@ class ProtocolResource:
         try:
             blob = await self.storage.zip(req.module, req.version)
             self.metrics.cache.labels("hit").inc()
+            self._used(req)
         except NotFound:
             self.metrics.cache.labels("miss").inc()
             if await self._stream_through(request, req):
@@ -363,6 +380,8 @@ async def follow(growing: Growing, f: Any) -> AsyncIterator[bytes]:
 
 
 STREAM_CHUNK = 256 << 10
+#: Seconds between two recorded uses of one version by one process.
+TOUCH_INTERVAL = 3600.0
 
 
 def _origin_words(e: OriginError) -> str:

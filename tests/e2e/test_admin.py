@@ -62,3 +62,46 @@ def test_admin_commands_on_every_store(stores, seeded_root, e2e):
         assert victim.replace("@", " ") not in admin(*config, "list").stdout
         assert admin(*config, "delete", victim, check=1).returncode == 1
         previous = stores[name]
+
+
+def age_all_but(name: str, config_path, keep: str, redis_server, days: float = 40) -> None:
+    """Make every stored version look unused for ``days``, except ``keep`` (module@version)."""
+    import os
+    import time
+    import tomllib
+
+    config = tomllib.loads(config_path.read_text())
+    old = time.time() - days * 86400
+    if name == "disk":
+        root = config["Storage"]["Disk"]["RootPath"]
+        for dirpath, _, files in os.walk(root):
+            version = os.path.basename(dirpath)
+            if f"{version}.info" in files:
+                module = os.path.relpath(os.path.dirname(dirpath), root)
+                if f"{module}@{version}" != keep:
+                    os.utime(dirpath, (old, old))
+    elif name == "redis":
+        prefix = config["Storage"]["Redis"]["KeyPrefix"]
+        for line in admin("--config", str(config_path), "list").stdout.splitlines():
+            module, version = line.split()
+            if f"{module}@{version}" != keep:
+                assert redis_server.cli("HSET", f"{prefix}v:{module}@{version}", "used", repr(old)).startswith(":")
+    else:
+        with psycopg.connect(config["Storage"]["Postgres"]["URL"], autocommit=True) as c:
+            c.execute("UPDATE athens_versions SET used = to_timestamp(%s) "
+                      "WHERE module || '@' || version <> %s", (old, keep))
+
+
+def test_gc_deletes_what_nobody_used_on_every_store(stores, seeded_root, e2e, redis_server):
+    root, _ = seeded_root
+    keep = sorted(e2e.seeded)[-1]
+    for name in ("disk", "redis", "postgres"):
+        config = ["--config", str(stores[name])]
+        admin("--storage", "disk", "--storage-root", str(root), "copy", "--to-config", str(stores[name]))
+        age_all_but(name, stores[name], keep, redis_server)
+        dry = admin(*config, "gc", "--unused-days", "30", "--dry-run")
+        assert dry.stdout.count("would delete") == len(e2e.seeded) - 1, (name, dry.stdout)
+        assert len(admin(*config, "list").stdout.splitlines()) == len(e2e.seeded)
+        done = admin(*config, "gc", "--unused-days", "30")
+        assert done.stdout.count("deleted") == len(e2e.seeded) - 1
+        assert admin(*config, "list").stdout.split() == keep.split("@"), name

@@ -216,3 +216,27 @@ async def test_ping_and_close(storage):
     assert await storage.ping() is None
     results = await DeferredList([storage.close()], consumeErrors=True)
     assert results[0][0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_last_used_starts_at_the_save_and_moves_with_touch(storage):
+    import time
+
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    before = time.time() - 2
+    await save(storage, MOD, "v1.0.0")
+    saved = await storage.last_used(MOD, "v1.0.0")
+    assert before <= saved <= time.time() + 2
+    await deferLater(reactor, 0.05, lambda: None)
+    await storage.touch(MOD, "v1.0.0")
+    assert await storage.last_used(MOD, "v1.0.0") >= saved
+    # absent versions: touch does nothing (creates nothing), last_used is NotFound
+    await storage.touch(MOD, "v9.9.9")
+    await assert_absent(storage, MOD, "v9.9.9")
+    with pytest.raises(NotFound):
+        await storage.last_used(MOD, "v9.9.9")
+    await storage.delete(MOD, "v1.0.0")
+    with pytest.raises(NotFound):
+        await storage.last_used(MOD, "v1.0.0")
