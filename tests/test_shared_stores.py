@@ -142,7 +142,7 @@ async def test_redis_down_is_503_and_the_storage_reconnects(tmp_path):
 
         restarted = start_redis(tmp_path / "r", server.port, "--appendonly", "yes")
         try:
-            for _ in range(100):  # txredisapi reconnects by itself
+            for _ in range(300):  # txredisapi reconnects by itself (its retry delay grows up to 10 s)
                 try:
                     await storage.ping()
                     break
