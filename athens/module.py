@@ -311,6 +311,15 @@ def check_version(path: str, version: str) -> None:
         raise InvalidInput(f"invalid version {version!r}: should be v0 or v1, not {major} (or add +incompatible)")
 
 
+def is_canonical_version(path: str, version: str) -> bool:
+    """Whether ``version`` may be stored for ``path`` (see :func:`check_version`), as a yes or no."""
+    try:
+        check_version(path, version)
+    except InvalidInput:
+        return False
+    return True
+
+
 _QUERY_FORBIDDEN = re.compile(r"[\x00-\x20\x7f/\\]")
 
 

@@ -38,7 +38,7 @@ from athens.fetch.interface import (
     OriginNotFound,
     OriginTimeout,
 )
-from athens.module import InvalidInput, check_version, escape, is_pseudo_version, sort_versions
+from athens.module import escape, is_canonical_version, is_pseudo_version, sort_versions
 from athens.storage.interface import MAX_ZIP_SIZE
 
 #: Small answers (.info, .mod, lists) larger than this are refused.
@@ -168,7 +168,7 @@ class UpstreamFetcher:
 
     async def _info(self, module: str, version: str) -> bytes:
         data = await self._small_get(self._url(module, f"@v/{escape(version)}.info"))
-        return _checked_info(data, module, version if version_is_canonical(module, version) else None)
+        return _checked_info(data, module, version if is_canonical_version(module, version) else None)
 
     def download(self, module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
         return ensureDeferred(self._download(module, version, on_zip))
@@ -215,7 +215,7 @@ class UpstreamFetcher:
             version = line.strip()
             if not version:
                 continue
-            if not version_is_canonical(module, version):
+            if not is_canonical_version(module, version):
                 raise OriginError(f"the upstream {self.url} listed {version[:80]!r} for {module}: not a version")
             if not is_pseudo_version(version):
                 versions.append(version)
@@ -232,14 +232,6 @@ class UpstreamFetcher:
         return _checked_info(data, module, None)
 
 
-def version_is_canonical(module: str, version: str) -> bool:
-    try:
-        check_version(module, version)
-    except InvalidInput:
-        return False
-    return True
-
-
 def _checked_info(data: bytes, module: str, version: str | None) -> bytes:
     try:
         info = json.loads(data)
@@ -249,7 +241,7 @@ def _checked_info(data: bytes, module: str, version: str | None) -> bytes:
         raise OriginError(f"the upstream sent a .info for {module} without a Version")
     if version is not None and info["Version"] != version:
         raise OriginError(f"the upstream sent a .info naming {info['Version'][:80]!r} for {module}@{version}")
-    if not version_is_canonical(module, info["Version"]):
+    if not is_canonical_version(module, info["Version"]):
         raise OriginError(f"the upstream resolved {module} to {info['Version'][:80]!r}: not a version")
     return data
 

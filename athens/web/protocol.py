@@ -31,6 +31,7 @@ from athens.module import (
     check_version,
     decode_module,
     decode_version,
+    is_canonical_version,
     is_pseudo_version,
     parse_semver,
     sort_versions,
@@ -56,11 +57,7 @@ class Request:
 
     @property
     def canonical(self) -> bool:
-        try:
-            check_version(self.module, self.version)
-        except InvalidInput:
-            return False
-        return True
+        return is_canonical_version(self.module, self.version)
 
 
 def parse(path: str) -> Request | None:
