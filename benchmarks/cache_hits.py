@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.daemon import source_env, start_daemon  # noqa: E402
+from tests.daemon import peak_rss_mib, source_env, start_daemon  # noqa: E402
 from tests.servers import start_postgres, start_redis  # noqa: E402
 
 MODULE = "example.com/bench/lib"
@@ -129,13 +129,6 @@ def zip_throughput(url: str, rounds: int) -> tuple[float, int]:
             while chunk := s.recv(1 << 20):
                 total += len(chunk)
     return total / (time.monotonic() - start) / 1e6, total
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def measure(kind: str, args: argparse.Namespace, load, tmp: Path) -> dict[str, str]:

@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.cache_hits import machine, peak_rss_mib  # noqa: E402
-from tests.daemon import free_port, start_daemon  # noqa: E402
+from benchmarks.cache_hits import machine  # noqa: E402
+from tests.daemon import free_port, peak_rss_mib, start_daemon  # noqa: E402
 from tests.e2e.test_large_stream import MODULE, build_goproxy_dir  # noqa: E402
 
 

@@ -24,6 +24,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MiB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
 def twistd() -> str:
     candidate = Path(sys.executable).parent / "twistd"
     return str(candidate) if candidate.exists() else "twistd"

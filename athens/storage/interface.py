@@ -14,6 +14,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from athens.modzip import MAX_ZIP_FILE
 from athens.module import ModuleVersion
 
 
@@ -94,8 +95,8 @@ class IStorage(Interface):
         """Release connections and pools at shutdown."""
 
 
-#: The largest zip the go command accepts; storage refuses anything larger.
-MAX_ZIP_SIZE = 500 << 20
+#: The largest zip the go command accepts (the module zip rules' limit); storage refuses anything larger.
+MAX_ZIP_SIZE = MAX_ZIP_FILE
 
 
 class ZipTooLarge(StorageError):

@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 
-from tests.daemon import free_port, start_daemon
+from tests.daemon import free_port, peak_rss_mib, start_daemon
 from tests.e2e.conftest import stop_cleanly, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -39,13 +39,6 @@ def build_goproxy_dir(root, size_mib: int = SIZE_MIB) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
 
 
 @pytest.fixture
