@@ -13,6 +13,7 @@ import re
 import unicodedata
 from functools import cmp_to_key
 from typing import Iterable
+from urllib.parse import quote
 
 import attrs
 
@@ -320,15 +321,18 @@ def is_canonical_version(path: str, version: str) -> bool:
     return True
 
 
-_QUERY_FORBIDDEN = re.compile(r"[\x00-\x20\x7f/\\]")
+#: What a version query may hold: semver (``v1.2.3-rc.1+incompatible``), branch names, commit
+#: hashes.  Narrower than a file-path element on purpose: no ``%``, ``/`` or ``\\`` can reach an
+#: upstream that decodes or normalises paths a second time.
+_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 
 
 def check_query(query: str) -> None:
     """A version query (``master``, ``abc1234``, ``v1.2``): safe to log and to pass on, never a path."""
     if not query or len(query) > MAX_VERSION_LENGTH:
         raise InvalidInput("invalid version: empty or too long")
-    if _QUERY_FORBIDDEN.search(query) or query in (".", "..") or query.startswith("-"):
-        raise InvalidInput(f"invalid version {query!r}")
+    if not _QUERY.match(query) or query.endswith("."):
+        raise InvalidInput(f"invalid version {query[:80]!r}: a version query holds letters, digits and . _ + ~ -")
 
 
 # --- protocol request paths ------------------------------------------------
@@ -348,3 +352,23 @@ def decode_version(escaped: str) -> str:
     version = unescape(escaped, "version")
     check_query(version)
     return version
+
+
+#: Kept as they are in a URL path; everything else is percent-encoded.
+_URL_SAFE = "/!-._~+"
+
+
+def request_path(module: str, kind: str, version: str = "") -> str:
+    """
+    The protocol path (``/<module>/@v/<version>.<kind>``, ``/@v/list``, ``/@latest``) of a
+    validated module and version, case-encoded then percent-encoded: the one place
+    where every URL sent to an upstream or in a redirect is built.
+    """
+    base = "/" + quote(escape(module), safe=_URL_SAFE)
+    if kind == "list":
+        return base + "/@v/list"
+    if kind == "latest":
+        return base + "/@latest"
+    if kind not in ("info", "mod", "zip"):
+        raise ValueError(f"not a protocol file: {kind!r}")
+    return f"{base}/@v/{quote(escape(version), safe=_URL_SAFE.replace('/', ''))}.{kind}"

@@ -38,7 +38,7 @@ from athens.fetch.interface import (
     OriginNotFound,
     OriginTimeout,
 )
-from athens.module import escape, is_canonical_version, is_pseudo_version, sort_versions
+from athens.module import is_canonical_version, is_pseudo_version, request_path, sort_versions
 from athens.storage.interface import MAX_ZIP_SIZE
 
 #: Small answers (.info, .mod, lists) larger than this are refused.
@@ -125,8 +125,8 @@ class UpstreamFetcher:
     #: Requests sent, by kind: observability, and tests count them.
     requests: list[str] = attrs.field(factory=list)
 
-    def _url(self, module: str, tail: str) -> str:
-        return f"{self.url.rstrip('/')}/{escape(module)}/{tail}"
+    def _url(self, module: str, kind: str, version: str = "") -> str:
+        return self.url.rstrip("/") + request_path(module, kind, version)
 
     async def _get(self, url: str, body: Callable[[Any], Deferred[Any]]) -> Any:
         self.requests.append(url)
@@ -167,7 +167,7 @@ class UpstreamFetcher:
         return await self._get(url, lambda r: ensureDeferred(_small(r, self.reactor, self.idle_timeout)))
 
     async def _info(self, module: str, version: str) -> bytes:
-        data = await self._small_get(self._url(module, f"@v/{escape(version)}.info"))
+        data = await self._small_get(self._url(module, "info", version))
         return _checked_info(data, module, version if is_canonical_version(module, version) else None)
 
     def download(self, module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
@@ -175,7 +175,7 @@ class UpstreamFetcher:
 
     async def _download(self, module: str, version: str, on_zip: OnZip | None = None) -> Fetched:
         info = await self._info(module, version)
-        mod = await self._small_get(self._url(module, f"@v/{escape(version)}.mod"))
+        mod = await self._small_get(self._url(module, "mod", version))
         fd, path = tempfile.mkstemp(prefix="athens-upstream-", suffix=".zip", dir=self.work_dir or None)
 
         async def cleanup() -> None:
@@ -196,7 +196,7 @@ class UpstreamFetcher:
                         on_zip(growing)
                     return await sink.done
 
-                await self._get(self._url(module, f"@v/{escape(version)}.zip"), lambda r: ensureDeferred(into_file(r)))
+                await self._get(self._url(module, "zip", version), lambda r: ensureDeferred(into_file(r)))
             return Fetched(module, version, info, mod, path, cleanup)
         except BaseException:
             await cleanup()
@@ -209,7 +209,7 @@ class UpstreamFetcher:
         return ensureDeferred(self._listing(module))
 
     async def _listing(self, module: str) -> Listing:
-        text = (await self._small_get(self._url(module, "@v/list"))).decode("utf-8", "replace")
+        text = (await self._small_get(self._url(module, "list"))).decode("utf-8", "replace")
         versions = []
         for line in text.split("\n"):
             version = line.strip()
@@ -228,7 +228,7 @@ class UpstreamFetcher:
         return Listing(tuple(sort_versions(set(versions))), latest)
 
     async def _info_latest(self, module: str) -> bytes:
-        data = await self._small_get(self._url(module, "@latest"))
+        data = await self._small_get(self._url(module, "latest"))
         return _checked_info(data, module, None)
 
 

@@ -33,7 +33,7 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     app = Klein()
     metrics = metrics or Metrics()
     ops = OpsResource(storage, clock, robots, path_prefix)
-    protocol = ProtocolResource(storage, origin, redirect_code, path_prefix.encode(), metrics,
+    protocol = ProtocolResource(storage, origin, redirect_code, metrics,
                                 fill_after_client_leaves, validator)
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)

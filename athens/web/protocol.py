@@ -34,6 +34,7 @@ from athens.module import (
     is_canonical_version,
     is_pseudo_version,
     parse_semver,
+    request_path,
     sort_versions,
 )
 from athens.origin import Origin
@@ -95,7 +96,7 @@ def latest_of(versions: list[str]) -> str | None:
 
 class Redirect(Exception):
     def __init__(self, base: str) -> None:
-        self.base = base
+        self.base = base.rstrip("/")
 
 
 class Forbidden(Exception):
@@ -104,7 +105,7 @@ class Forbidden(Exception):
 
 class PassThrough(Exception):
     def __init__(self, base: str) -> None:
-        self.base = base
+        self.base = base.rstrip("/")
 
 
 @attrs.define
@@ -114,8 +115,6 @@ class ProtocolResource:
     storage: IStorage
     origin: Origin | None = None
     redirect_code: int = 301
-    #: ``PathPrefix``: cut from paths passed on to an upstream or a redirect.
-    path_prefix: bytes = b""
     metrics: Metrics = attrs.field(factory=Metrics)
     #: A stream-through client that leaves: the fill goes on (True) or stops if nobody else waits (False).
     fill_after_client_leaves: bool = True
@@ -134,10 +133,6 @@ class ProtocolResource:
         self._touched[key] = now
         self.storage.touch(req.module, req.version).addErrback(
             lambda f: log.warn("could not record the use of {what}: {error}", what=str(key), error=f.getErrorMessage()))
-
-    def _upstream_path(self, request: IRequest) -> bytes:
-        path: bytes = request.path
-        return path[len(self.path_prefix) :] if self.path_prefix and path.startswith(self.path_prefix) else path
 
     async def handle(self, request: IRequest, path: str) -> bytes | None:
         try:
@@ -160,9 +155,9 @@ class ProtocolResource:
         except Forbidden as e:
             return text(request, f"forbidden: {e}", 403)
         except Redirect as r:
-            return self._redirect(request, r.base)
+            return self._redirect(request, r.base + request_path(req.module, req.kind, req.version))
         except PassThrough as p:
-            return await self._pass_through(request, p.base)
+            return await self._pass_through(request, p.base + request_path(req.module, req.kind, req.version))
         except NotFound as e:
             return text(request, f"not found: {e}", 404)
         except OriginError as e:
@@ -192,20 +187,18 @@ class ProtocolResource:
             return Mode.NONE, ""
         return self.origin.policy.for_module(module)
 
-    async def _pass_through(self, request: IRequest, base: str) -> bytes | None:
+    async def _pass_through(self, request: IRequest, url: str) -> bytes | None:
         assert self.origin is not None
         from twisted.internet import reactor
 
         try:
-            url = base.rstrip("/") + self._upstream_path(request).decode("ascii")
             return await relay(request, url, self.origin.http_pool, reactor)
         except OriginError as e:
             return text(request, f"{_origin_words(e)}: {e}", e.status)
 
-    def _redirect(self, request: IRequest, base: str) -> bytes:
-        location = base.rstrip("/").encode() + self._upstream_path(request)
-        request.setHeader(b"location", location)
-        return text(request, f"redirecting to {location.decode()}", self.redirect_code)
+    def _redirect(self, request: IRequest, location: str) -> bytes:
+        request.setHeader(b"location", location.encode("ascii"))
+        return text(request, f"redirecting to {location}", self.redirect_code)
 
     async def _fill(self, req: Request) -> None:
         """A canonical version is not stored: act on the download mode, or raise."""
