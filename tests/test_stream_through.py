@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred
@@ -216,3 +217,67 @@ async def test_configured_to_stop_the_fill_when_its_only_client_leaves():
         assert await running.storage.list(M) == []
     finally:
         await running.stop()
+
+
+class _LengthlessZips(Protocol):
+    """An upstream that answers every zip without a length and then just closes, or runs past the limit."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.buffer = mode, b""
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.buffer += data
+        if b"\r\n\r\n" not in self.buffer:
+            return
+        path = self.buffer.split(b" ", 2)[1].decode()
+        head = "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nConnection: close\r\n"
+        if path.endswith(".info"):
+            body = json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
+            self.transport.write(head.format("application/json").encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        elif path.endswith(".mod"):
+            body = f"module {M}\n".encode()
+            self.transport.write(head.format("text/plain").encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        else:
+            self.transport.write(head.format("application/zip").encode() + b"\r\n")
+            self.transport.write(ZIP if self.mode == "over" else ZIP[: len(ZIP) // 2])
+        self.transport.loseConnection()
+
+
+@pytest.mark.parametrize("mode", ["closes", "over"])
+@pytest_twisted.ensureDeferred
+async def test_a_lengthless_zip_that_breaks_reaches_the_client_broken_and_is_logged_so(mode, monkeypatch):
+    """Chunked to the client: a break must leave out the terminator, and the access line says broken."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+    from twisted.internet.threads import deferToThread
+    from twisted.logger import globalLogPublisher
+
+    from athens.fetch import upstream as upstream_module
+    from tests import rawhttp
+
+    monkeypatch.setattr(upstream_module, "MAX_ZIP_SIZE", len(ZIP) // 3)  # "over": the limit is passed mid-stream
+    port = reactor.listenTCP(0, Factory.forProtocol(lambda: _LengthlessZips(mode)), interface="127.0.0.1")
+    pool = make_pool(reactor)
+    fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=5, idle_timeout=30)
+    storage = MemoryStorage()
+    origin = Origin(fetcher, Stash(fetcher, storage), ListCache(fetcher, reactor), http_pool=pool)
+    served = serve(make_resource(storage, None, origin))
+    events: list[dict] = []
+    observer = events.append
+    globalLogPublisher.addObserver(observer)
+    try:
+        raw = await deferToThread(rawhttp.exchange, served.port.getHost().port,
+                                  rawhttp.request("GET", f"/{M}/@v/v1.0.0.zip", {"Connection": "close"}))
+        answer = rawhttp.parse(raw)[0]
+        assert answer.status == 200 and answer.headers.get("transfer-encoding") == "chunked"
+        assert not answer.complete and not raw.endswith(b"0\r\n\r\n"), raw[-20:]
+        assert 0 < len(answer.body) < len(ZIP)
+        await until(lambda: any(e.get("log_namespace") == "athens.access" for e in events), reactor)
+        line = next(e for e in events if e.get("log_namespace") == "athens.access")
+        assert line["code"] == 200 and line["broken"], line
+        assert await storage.list(M) == []
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        await served.close()
+        await pool.closeCachedConnections()
+        await port.stopListening()

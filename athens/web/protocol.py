@@ -41,7 +41,7 @@ from athens.origin import Origin
 from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
 from athens.web.relay import relay
-from athens.web.responses import JSON, TEXT, ZIP, body, text
+from athens.web.responses import JSON, TEXT, ZIP, abort, body, text
 from athens.web.streaming import write_stream
 from athens.web.validator import Refused, ValidatorHook
 
@@ -308,7 +308,7 @@ class ProtocolResource:
             # Headers promised blob.size bytes: cut the connection so the
             # client sees a broken transfer, never a short file with a 200.
             log.failure("reading {module}@{version}.zip failed", module=req.module, version=req.version)
-            request.loseConnection()
+            abort(request, "the stored zip could not be read")
         finally:
             blob.close()
         return None
@@ -340,7 +340,7 @@ class ProtocolResource:
         except Exception as e:
             log.warn("stream-through of {what} broke: {error}", what=str(ModuleVersion(req.module, req.version)),
                      error=str(e))
-            request.loseConnection()  # a broken transfer, never a short zip under a 200
+            abort(request, f"the upstream broke off: {e}")  # a broken transfer, never a short zip under a 200
         finally:
             f.close()
         return True

@@ -19,6 +19,7 @@ from twisted.web.client import ResponseDone
 from twisted.web.iweb import IRequest
 
 from athens.fetch.interface import OriginError, OriginNotFound
+from athens.web.responses import abort
 
 
 class _Relay(Protocol):
@@ -62,7 +63,7 @@ async def relay(request: IRequest, url: str, pool: Any, reactor: Any, timeout: f
     response.deliverBody(protocol)
     try:
         await protocol.done
-    except OriginError:
-        request.loseConnection()  # never a short body under a 200 with its length
+    except OriginError as e:
+        abort(request, str(e))  # never a short body under a 200
     return None
 

@@ -21,3 +21,12 @@ def text(request: IRequest, message: str, code: int = 200) -> bytes:
     """A one-line ``text/plain`` answer, which the go command prints to its user."""
     line = " ".join(message.split())  # never more than one line, whatever a path contained
     return body(request, TEXT, line.encode("utf-8", "replace") + b"\n", code)
+
+
+def abort(request: IRequest, why: str) -> None:
+    """Break off an answer whose headers went out: the client must see a broken transfer, never a whole one."""
+    cut = getattr(request, "abort", None)  # TimedRequest's; other requests (tests' fakes) just lose the connection
+    if cut is not None:
+        cut(why)
+    else:
+        request.loseConnection()

@@ -31,6 +31,32 @@ class TimedRequest(Request):
     request_id = "-"
     #: The protocol takes GET and HEAD only: a body beyond this is refused before it is read.
     max_body = 64 << 10
+    #: Why the answer broke off after its headers went out (logged); None while it is whole.
+    broken: str | None = None
+
+    def abort(self, why: str) -> None:
+        """
+        End an answer that cannot be completed: the connection is cut, so the
+        client sees a broken transfer (never a chunked terminator or a short
+        body under a 200), and the access log says why.
+        """
+        self.broken = why
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is not None:
+            transport.abortConnection()
+
+    def finish(self) -> None:
+        if self.broken is not None:
+            return  # nothing more goes out; connectionLost, which the abort brings, logs it
+        super().finish()
+
+    def connectionLost(self, reason: object) -> None:  # noqa: N802 - Twisted's name
+        site = self.channel.site if self.channel is not None else None
+        if not self.finished and isinstance(site, ProxySite) and hasattr(self, "arrived"):
+            if self.broken is None:
+                self.broken = "client left"
+            site.log(self)  # an answer that never finished is logged too, with what really went out
+        super().connectionLost(reason)
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
         if length is not None and length > self.max_body:
@@ -118,8 +144,9 @@ class ProxySite(Site):
         if self.metrics is not None:
             self.metrics.request(request.path, request.code, request.sentLength)
         arrived = getattr(request, "arrived", None)
+        broken = getattr(request, "broken", None)
         access.info(
-            '{client} "{method} {uri}" {code} {size} {duration_ms}ms',
+            '{client} "{method} {uri}" {code} {size} {duration_ms}ms' + (" broken: {broken}" if broken else ""),
             client=request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "-",
             method=request.method.decode("ascii", "replace"),
             uri=request.uri.decode("ascii", "replace"),
@@ -127,4 +154,5 @@ class ProxySite(Site):
             size=request.sentLength,
             duration_ms=round((time.monotonic() - arrived) * 1000, 1) if arrived else None,
             request_id=getattr(request, "request_id", "-"),
+            broken=broken,
         )
