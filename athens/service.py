@@ -83,8 +83,11 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
     verifier = None
     if config.verify_checksums and config.sum_dbs:
         name = sumdb_name(config.sum_dbs[0])
-        verifier = ChecksumVerifier(config.sum_dbs[0], verifier_key(name, config.sum_db_keys), pool, reactor,
-                                    config.no_sum_patterns)
+        key = verifier_key(name, config.sum_db_keys)
+        if key is None:  # a check without the key would prove nothing: refuse rather than pretend
+            raise ConfigError(f"VerifyChecksums: no key is known for the checksum database {name}; add its "
+                              f"verifier key (name+hash+key) to SumDBKeys, or set VerifyChecksums = false")
+        verifier = ChecksumVerifier(config.sum_dbs[0], key, pool, reactor, config.no_sum_patterns)
     stash = Stash(fetcher, storage, build_lock(config, reactor), verifier, metrics or Metrics())
     return Origin(fetcher, stash, lists, policy, filter_rules, config.network_mode, config.global_endpoint,
                   http_pool=pool)

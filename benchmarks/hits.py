@@ -231,8 +231,7 @@ def wrk(url: str, seconds: int, connections: int) -> Result:
         return float(m.group(1)) if m else 0.0
 
     transfer = re.search(r"Transfer/sec:\s+([0-9.]+)([KMGT]?)B", out)
-    mib = float(transfer.group(1)) * 1024 ** "KMGT".find(transfer.group(2) or "_") / 1024 ** 2 if transfer and \
-        transfer.group(2) else float(transfer.group(1)) / 1024 ** 2 if transfer else 0.0
+    mib = float(transfer.group(1)) * 1024 ** "_KMGT".index(transfer.group(2)) / 2**20 if transfer else 0.0
     latency = {q: _ms(v, u) for q, v, u in re.findall(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s|m|h)", out, re.M)}
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return Result(number(r"Requests/sec:\s+([0-9.]+)"), mib, latency.get("50", 0.0), latency.get("99", 0.0),
@@ -286,7 +285,7 @@ def main() -> None:
     cases = plan([int(c) for c in args.connections.split(",")], args.seconds, args.rounds, len(names))
     print(f"command: {' '.join(sys.argv)}")
     print(f"machine: {machine()}; nproc {cores}; open files {hard}")
-    print(f"servers: {', '.join(names)} (nginx {NGINX_CONF and 'sendfile, access_log to a file'}; proxy twistd -n "
+    print(f"servers: {', '.join(names)} (nginx: sendfile, access_log to a file; proxy twistd -n "
           f"athens, disk, log info to a file, metrics on{'; athens ' + athens_bin if athens_bin else ''})")
     print(f"plan:    {len(cases)} cases x {args.rounds} rounds x {len(names)} servers x {args.seconds}s "
           f"(~{len(cases) * args.rounds * len(names) * (args.seconds + 0.5) / 60:.1f} min), wrk -t2 --timeout "

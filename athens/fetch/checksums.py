@@ -104,7 +104,8 @@ def go_mod_hash(mod: bytes) -> str:
 @attrs.define
 class ChecksumVerifier:
     url: str
-    key: VerifierKey | None
+    #: Required: every answer's tree head must carry the database's signature.
+    key: VerifierKey
     pool: Any
     reactor: Any
     no_sum_patterns: Sequence[str] = ()
@@ -128,8 +129,7 @@ class ChecksumVerifier:
         if response.code != 200:
             raise OriginError(f"the checksum database answered {response.code} for {module}@{version}")
         records, note = parse_lookup(data)
-        if self.key is not None:
-            verify_note(note, self.key)
+        verify_note(note, self.key)
         expected = {f"{module} {version}": zip_hash, f"{module} {version}/go.mod": go_mod_hash(mod)}
         for what, h1 in expected.items():
             if records.get(what) != h1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import hashlib
 
 import pytest
@@ -144,3 +145,30 @@ def test_the_built_in_key_and_tampered_notes():
         verify_note(note.replace(b"tree\n1", b"tree\n2"), parse_key(vkey))
     with pytest.raises(ValueError, match="key hash"):
         parse_key(vkey.replace(vkey.split("+")[1], "00000000"))
+
+
+@pytest.mark.parametrize("settings, starts", [
+    ({}, False),  # a database with no known key: refused, never checked without its signature
+    ({"ATHENS_SUM_DB_KEYS": "KEY"}, True),
+    ({"ATHENS_VERIFY_CHECKSUMS": "false"}, True),
+])
+def test_verification_needs_the_key_of_its_database(settings, starts):
+    from twisted.internet.task import Clock
+
+    from athens import config as athens_config
+    from athens.service import build_origin
+
+    _, vkey = make_key("sum.example.com")
+    environ = {"ATHENS_SUM_DBS": "https://sum.example.com",
+               **{k: v.replace("KEY", vkey) for k, v in settings.items()}}
+    config = athens_config.load(path=os.devnull, environ=environ)
+    if starts:
+        origin = build_origin(config, MemoryStorage(), Clock())
+        assert (origin.stash.verifier is not None) == ("ATHENS_SUM_DB_KEYS" in settings)
+        if origin.stash.verifier is not None:
+            assert origin.stash.verifier.key == parse_key(vkey)
+    else:
+        with pytest.raises(athens_config.ConfigError, match="no key is known for the checksum database "
+                                                            "sum.example.com.*SumDBKeys"):
+            build_origin(config, MemoryStorage(), Clock())
+
