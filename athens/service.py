@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
-from twisted.logger import ILogObserver, Logger
+from twisted.internet.task import LoopingCall
+from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.components import Componentized
 
 from athens import __version__
@@ -25,18 +27,21 @@ from athens.policy import PolicyError, load_policy
 from athens.singleflight.redis import RedisLock, connect_sentinel
 from athens.stash import Stash
 from athens.storage.redis import connect as connect_redis
-from athens.logs import make_observer
+from athens.logs import LEVELS, make_observer
 from athens.metrics import Metrics
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage
-from athens.web.app import make_resource
+from athens.web.accesslog import AccessLog
+from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
-from athens.web.site import ProxySite
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 from athens.web.validator import ValidatorHook
 from athens.workers import AdoptedPort, WorkerSupervisor
 
 log = Logger()
+
+#: Seconds the hit path replays a list or @latest before the full path (and the list cache) answers again.
+HIT_LIST_TTL = 5.0
 
 
 def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metrics | None = None) -> Origin:
@@ -140,11 +145,16 @@ class AthensService(MultiService):
         tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
                                 config.no_sum_patterns, tiles)
-        self.site = ProxySite(make_resource(CachedStorage(storage, reactor.seconds), reactor, self.origin,
-                                            config.redirect_code, self.sumdb, config.path_prefix,
-                                            read_robots(config.robots_file), basic_auth(config), self.metrics,
-                                            config.fill_after_client_leaves, self._validator(reactor)),
-                              self.metrics, idle_timeout=config.client_idle_timeout)
+        # Lines go through twisted.logger until our own observer is known to be the one in use (setServiceParent).
+        self.access_log = AccessLog(enabled=LEVELS[config.log_level] <= LogLevel.info, json=config.log_format == "json",
+                                    clock=reactor)
+        self.site = make_site(CachedStorage(storage, reactor.seconds), reactor, self.origin, config.redirect_code,
+                              self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
+                              self.metrics, config.fill_after_client_leaves, self._validator(reactor),
+                              idle_timeout=config.client_idle_timeout, access_log=self.access_log,
+                              list_ttl=min(HIT_LIST_TTL, config.list_cache_ttl))
+        self.flushing = LoopingCall(self.metrics.flush)
+        self.flushing.clock = reactor
         # ``adopt``: (descriptor, family) of a socket shared by several worker processes.
         self.listener = strports.service(endpoint, self.site) if adopt is None else AdoptedPort(*adopt, self.site, reactor)
         self.listener.setServiceParent(self)
@@ -159,10 +169,12 @@ class AthensService(MultiService):
         # is done: give it ours, so LogLevel and LogFormat apply (--logger wins).
         if isinstance(parent, Componentized) and parent.getComponent(ILogObserver, None) is None:
             parent.setComponent(ILogObserver, make_observer(self.config.log_level, self.config.log_format))
+            self.access_log.stream = sys.stdout  # our observer's stream: access lines are written in batches
         super().setServiceParent(parent)
 
     def startService(self) -> None:
         super().startService()
+        self.flushing.start(1.0, now=False)
         for note in self.config.notes:
             log.info("{note}", note=note)
         log.info(
@@ -199,6 +211,10 @@ class AthensService(MultiService):
         for stopped in stopping_workers:
             await stopped
         await super().stopService()
+        if self.flushing.running:
+            self.flushing.stop()
+        self.metrics.flush()
+        self.access_log.flush()  # nothing is lost at a clean stop
         if self.origin.http_pool is not None:
             await self.origin.http_pool.closeCachedConnections()
         await self.storage.close()

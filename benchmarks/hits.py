@@ -19,9 +19,11 @@ tree) are printed.  Measures, never asserts; not part of the test run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -29,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -63,16 +66,12 @@ error_log {d}/error.log warn;
 events {{ worker_connections 8192; }}
 http {{
     access_log {d}/access.log;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    sendfile on; tcp_nopush on; keepalive_requests 1000000;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
     types {{ application/json info; text/plain mod; application/zip zip; }}
     default_type application/octet-stream;
+    charset utf-8; charset_types text/plain;  # as the proxy sends them
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -170,13 +169,13 @@ def process_tree(pid: int) -> list[int]:
 
 
 def tree_rss_mib(pid: int) -> float:
-    total = 0.0
-    for p in process_tree(pid):
+    def rss(p: int) -> float:
         try:
-            total += peak_rss_mib(p)
+            return peak_rss_mib(p)
         except (OSError, RuntimeError):
-            pass
-    return total
+            return 0.0  # exited meanwhile
+
+    return sum(map(rss, process_tree(pid)))
 
 
 def stop(daemon: Daemon) -> None:
@@ -185,20 +184,20 @@ def stop(daemon: Daemon) -> None:
     daemon.stop()
     for pid in tree[1:]:
         try:
-            os.kill(pid, 9)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
 
 def verify(servers: dict[str, Daemon]) -> dict[str, set[str]]:
-    """GET every URL on every server; the kinds a server does not answer with 200 (and nginx's bytes) are skipped."""
+    """GET every URL on every server: the kinds a server does not answer with 200, to skip; notes what differs."""
     skip: dict[str, set[str]] = {name: set() for name in servers}
     for kind, path in KINDS.items():
-        bodies: dict[str, bytes] = {}
+        bodies: dict[str, tuple[str, bytes]] = {}
         for name, daemon in servers.items():
             try:
                 with urllib.request.urlopen(daemon.url + path, timeout=30) as r:
-                    bodies[name] = r.read()
+                    bodies[name] = (r.headers.get("content-type", ""), r.read())
                     continue
             except urllib.error.HTTPError as e:
                 problem = f"{e.code} {e.read()[:200]!r}"
@@ -207,9 +206,10 @@ def verify(servers: dict[str, Daemon]) -> dict[str, set[str]]:
             print(f"ERROR: {name} {path}: {problem}; {kind} skipped for {name}")
             skip[name].add(kind)
         reference = next((b for n, b in bodies.items() if n.startswith("nginx")), None)
-        for name, got in bodies.items():
-            if reference is not None and got != reference:
-                print(f"note: {name} {kind}: {len(got)} bytes differ from nginx's {len(reference)}: {got[:80]!r}")
+        for name, (ctype, got) in bodies.items():
+            if reference is not None and (ctype, got) != reference:
+                print(f"note: {name} {kind}: {ctype}, {len(got)} bytes {got[:40]!r}, nginx: {reference[0]}, "
+                      f"{len(reference[1])} bytes {reference[1][:40]!r}")
     return skip
 
 
@@ -220,7 +220,7 @@ def _ms(value: str, unit: str) -> float:
 def wrk(url: str, seconds: int, connections: int) -> Result:
     threads = min(2, connections)
     run = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", WRK_TIMEOUT,
-                          "--latency", url], capture_output=True, text=True)
+                          "--latency", url], check=False, capture_output=True, text=True)
     out = run.stdout
     if run.returncode != 0 or "Requests/sec" not in out:
         print(f"ERROR: wrk {url} exited {run.returncode}: {run.stderr.strip() or out.strip()}")
@@ -232,7 +232,7 @@ def wrk(url: str, seconds: int, connections: int) -> Result:
 
     transfer = re.search(r"Transfer/sec:\s+([0-9.]+)([KMGT]?)B", out)
     mib = float(transfer.group(1)) * 1024 ** "_KMGT".index(transfer.group(2)) / 2**20 if transfer else 0.0
-    latency = {q: _ms(v, u) for q, v, u in re.findall(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s|m|h)", out, re.M)}
+    latency = {q: _ms(v, u) for q, v, u in re.findall(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s|m|h)", out, re.MULTILINE)}
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return Result(number(r"Requests/sec:\s+([0-9.]+)"), mib, latency.get("50", 0.0), latency.get("99", 0.0),
                   int(number(r"Non-2xx or 3xx responses: (\d+)")), sum(map(int, errors.groups())) if errors else 0)
@@ -252,20 +252,23 @@ def plan(connections: list[int], seconds: int, rounds: int, servers: int) -> lis
 
 
 def log_problems(daemon: Daemon, name: str) -> None:
-    """Count warnings and errors in a server's logs (twistd, nginx error.log, Athens) and show a few."""
-    pattern = re.compile(r'#(warn|error|critical)\]|\[(error|crit|alert|emerg)\]|level=(warn\w*|error|fatal|panic)'
-                         r'|"level":"(warn\w*|error|fatal|panic)"|Traceback|panic:')
+    """Count warning/error events in a server's logs (twistd, nginx's error.log, Athens), most frequent first."""
+    level = re.compile(r'#(warn|error|critical)\]|\[(error|crit|alert|emerg)\]|level=(warn\w*|error|fatal|panic)'
+                       r'|"level":"(warn\w*|error|fatal|panic)"|^panic:')
+    found: Counter[str] = Counter()
     logs = [daemon.log] + ([daemon.log.parent / "error.log"] if name.startswith("nginx") else [])
-    count, shown = 0, []
     for path in logs:
+        header, detail = "", ""
         with open(path, errors="replace") as f:
-            for line in f:
-                if pattern.search(line):
-                    count += 1
-                    text = re.sub(r"^\S+ ", "", line.strip())[:220]
-                    if len(shown) < 3 and text not in shown:
-                        shown.append(text)
-    print(f"{name}: {count} warning/error lines in its logs" + "".join(f"\n    {s}" for s in shown))
+            for line in itertools.chain(f, [""]):  # "": the end flushes the last event
+                if line[:1] in (" ", "\t"):  # a traceback under a twistd event: keep its Failure line
+                    detail = line.strip() if line.strip().startswith("Failure:") else detail
+                    continue
+                if level.search(header):
+                    found[re.sub(r"^\S+ |\[[0-9a-f-]{8,}\] ", "", f"{header} {detail}".strip())[:200]] += 1
+                header, detail = line.rstrip(), ""
+    print(f"{name}: {sum(found.values())} warning/error events in its logs"
+          + "".join(f"\n    {n} x {text}" for text, n in found.most_common(3)))
 
 
 def main() -> None:
@@ -277,7 +280,7 @@ def main() -> None:
     p.add_argument("--workers", default=",".join(str(n) for n in sorted({1, cores})))
     args = p.parse_args()
     started = time.monotonic()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # for wrk and the servers, which inherit it
     workers = [int(n) for n in args.workers.split(",")]
     athens_bin = os.environ.get("ATHENS_BIN")
@@ -292,9 +295,9 @@ def main() -> None:
           f"{WRK_TIMEOUT}: " + ", ".join(f"{k} c{c}" for k, c in cases))
     servers: dict[str, Daemon] = {}
     results: dict[tuple[str, int, str], list[Result]] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="athens-hits-") as tmpdir:
-            tmp = Path(tmpdir)
+    with tempfile.TemporaryDirectory(prefix="athens-hits-") as tmpdir:
+        tmp = Path(tmpdir)
+        try:
             env = seed_store(tmp / "store")
             goproxy_tree(tmp / "store", tmp / "goproxy")
             for w in workers:
@@ -315,15 +318,16 @@ def main() -> None:
                             continue
                         res = wrk(daemon.url + KINDS[kind], args.seconds, c)
                         results.setdefault((kind, c, name), []).append(res)
-                        line.append(f"{name} {res.mibps:,.0f} MiB/s" if kind == "zip 50MiB" else f"{name} {res.rps:,.0f}")
+                        big = kind == "zip 50MiB"
+                        line.append(f"{name} {res.mibps:,.0f} MiB/s" if big else f"{name} {res.rps:,.0f}")
                     print(f"round {r + 1} {kind} c{c}: " + ", ".join(line), flush=True)
             rss = {name: tree_rss_mib(d.process.pid) for name, d in servers.items()}
             for name, daemon in list(servers.items()):
                 stop(servers.pop(name))
                 log_problems(daemon, name)
-    finally:
-        for daemon in servers.values():
-            stop(daemon)
+        finally:
+            for daemon in servers.values():
+                stop(daemon)
     report(cases, names, workers, results, rss)
     print(f"run time: {time.monotonic() - started:.0f}s")
 
@@ -332,8 +336,7 @@ def report(cases: list[tuple[str, int]], names: list[str], workers: list[int],
            results: dict[tuple[str, int, str], list[Result]], rss: dict[str, float]) -> None:
     """Medians over rounds; errors are totals.  'ratio' is proxy/nginx (same W) and, for Athens, proxy-Nw/athens."""
     top = f"proxy-{max(workers)}w"
-    print(f"\n{'case':16}{'server':10}{'req/s':>10}{'MiB/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}{'sockerr':>8}"
-          f"{'ratio':>16}")
+    print(f"\n{'case':16}{'server':10}{'req/s':>10}{'MiB/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non2xx':>8}{'sockerr':>8}")
     for kind, c in cases:
         med: dict[str, Result] = {}
         for name in names:

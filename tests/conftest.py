@@ -19,3 +19,12 @@ def postgres_server():
     server = start_postgres()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=["full path", "hit path"])
+def both_paths(request, monkeypatch):
+    """Run a protocol test as it is, then again with every 200 asked twice (the repeat answered by the hit path)."""
+    from tests.inprocess import Served
+
+    monkeypatch.setattr(Served, "repeat", request.param == "hit path")
+    return request.param

@@ -24,7 +24,7 @@ from athens import config as athens_config
 from athens.module import InvalidInput, check_path, decode_version, escape, is_canonical_version, request_path
 from athens.service import build_origin
 from athens.storage.disk import DiskStorage
-from athens.web.app import make_resource
+from athens.web.app import make_site
 from athens.web.protocol import parse
 from tests import rawhttp
 from tests.inprocess import serve
@@ -80,7 +80,7 @@ async def hostile(tmp_path):
     (tmp_path / "work").mkdir()
     storage = DiskStorage(str(tmp_path / "store"))
     origin = build_origin(config, storage, reactor)
-    served = serve(make_resource(storage, None, origin))
+    served = serve(make_site(storage, None, origin))
     yield served, upstream, tmp_path
     await served.close()
     await origin.http_pool.closeCachedConnections()

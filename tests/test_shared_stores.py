@@ -14,10 +14,13 @@ from athens.module import ModuleVersion
 from athens.singleflight.redis import RedisLock
 from athens.storage.interface import StorageError, StorageUnavailable
 from athens.storage.redis import RedisStorage, connect
-from athens.web.app import make_resource
+from athens.web.app import make_site
 from tests.inprocess import serve
 from tests.servers import start_redis
 from tests.streams import once, pattern
+
+#: Every protocol answer here, from the full path and again from the hit path.
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 WHAT = ModuleVersion("example.com/locked", "v1.0.0")
 
@@ -120,9 +123,9 @@ async def test_only_the_holder_releases(redis_pool, redis_server):
 
 @pytest_twisted.ensureDeferred
 async def test_redis_down_is_503_and_the_storage_reconnects(tmp_path):
-    server = start_redis(tmp_path / "r", None, "--appendonly", "yes")
+    server = start_redis(tmp_path / "r", None, "--appendonly", "yes", "--appendfsync", "always")
     storage = RedisStorage(connect(server.endpoint, timeout=2))
-    served = serve(make_resource(storage))
+    served = serve(make_site(storage))
     try:
         await storage.save("example.com/kept", "v1.0.0", b'{"Version":"v1.0.0"}', b"module kept\n", once(b"zip"))
         slow = pattern(b"half", 8 << 20, chunk=1 << 20, yield_every=1)
@@ -140,7 +143,7 @@ async def test_redis_down_is_503_and_the_storage_reconnects(tmp_path):
         assert status == 503 and b"storage unavailable" in body
         assert (await served.get("/readyz"))[0] == 503
 
-        restarted = start_redis(tmp_path / "r", server.port, "--appendonly", "yes")
+        restarted = start_redis(tmp_path / "r", server.port, "--appendonly", "yes", "--appendfsync", "always")
         try:
             for _ in range(300):  # txredisapi reconnects by itself (its retry delay grows up to 10 s)
                 try:
@@ -206,7 +209,7 @@ async def test_postgres_down_is_503_and_the_pool_reconnects():
 
     server = start_postgres()
     storage = PostgresStorage.connect(server.url, reactor(), max_connections=2)
-    served = serve(make_resource(storage))
+    served = serve(make_site(storage))
     try:
         await storage.save("example.com/kept", "v1.0.0", b'{"Version":"v1.0.0"}', b"module kept\n", once(b"zip"))
         server.halt()

@@ -23,7 +23,7 @@ from athens.module import ModuleVersion
 from athens.origin import Origin
 from athens.stash import Stash
 from athens.storage.memory import MemoryStorage
-from athens.web.app import make_resource
+from athens.web.app import make_site
 from tests.inprocess import serve
 from tests.test_stash_and_lists import module_zip
 
@@ -108,7 +108,7 @@ class Setup:
         storage = MemoryStorage()
         stash = Stash(fetcher, storage)
         origin = Origin(fetcher, stash, ListCache(fetcher, reactor), http_pool=pool)
-        served = serve(make_resource(storage, None, origin, fill_after_client_leaves=fill_after_client_leaves))
+        served = serve(make_site(storage, None, origin, fill_after_client_leaves=fill_after_client_leaves))
         return cls(upstream, storage, stash, served, port, pool)
 
     async def stop(self) -> None:
@@ -261,7 +261,7 @@ async def test_a_lengthless_zip_that_breaks_reaches_the_client_broken_and_is_log
     fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=5, idle_timeout=30)
     storage = MemoryStorage()
     origin = Origin(fetcher, Stash(fetcher, storage), ListCache(fetcher, reactor), http_pool=pool)
-    served = serve(make_resource(storage, None, origin))
+    served = serve(make_site(storage, None, origin))
     events: list[dict] = []
     observer = events.append
     globalLogPublisher.addObserver(observer)

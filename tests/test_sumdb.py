@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from athens.fetch.upstream import make_pool
 from athens.storage.memory import MemoryStorage
-from athens.web.app import make_resource
+from athens.web.app import make_site
 from athens.web.sumdb import SumDBProxy, TileCache
 from tests.inprocess import serve
+
+#: Every protocol answer here, from the full path and again from the hit path.
+pytestmark = pytest.mark.usefixtures("both_paths")
 
 LOOKUP = b"1234\nexample.com/pub v1.0.0 h1:AAAA=\nexample.com/pub v1.0.0/go.mod h1:BBBB=\n\ngo.sum database tree\n5\n\xe2\x80\x94 sig\n"
 TILE = bytes(range(256)) * 32
@@ -49,7 +53,7 @@ async def proxied(tmp_path):
     url = f"http://127.0.0.1:{port.getHost().port}"
     pool = make_pool(reactor)
     sumdb = SumDBProxy([url], pool, reactor, ["example.com/private"], TileCache(str(tmp_path / "tiles")))
-    served = serve(make_resource(MemoryStorage(), None, None, 301, sumdb))
+    served = serve(make_site(MemoryStorage(), None, None, 301, sumdb))
     yield served, database, url.removeprefix("http://")
     await served.close()
     await pool.closeCachedConnections()

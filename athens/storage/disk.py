@@ -74,6 +74,11 @@ class FileBlob:
     def close(self) -> None:
         self._file.close()
 
+    @property
+    def path(self) -> str:
+        """The file that holds exactly this zip (the hit path sends it with sendfile)."""
+        return str(self._file.name)
+
 
 @implementer(IStorage)
 @attrs.define

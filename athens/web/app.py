@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import werkzeug.exceptions
 from klein import Klein
 from twisted.logger import Logger
@@ -14,10 +16,13 @@ from twisted.web.resource import IResource, Resource
 from athens.metrics import Metrics
 from athens.origin import Origin
 from athens.storage.interface import IStorage
+from athens.web.accesslog import AccessLog
 from athens.web.auth import BasicAuth
+from athens.web.hitpath import Answers, HitPath
 from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text
+from athens.web.site import ProxySite
 from athens.web.sumdb import SumDBProxy
 from athens.web.validator import ValidatorHook
 
@@ -28,13 +33,14 @@ log = Logger()
 def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
-             fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None) -> Klein:
+             fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
+             protocol: ProtocolResource | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
     ops = OpsResource(storage, clock, robots, path_prefix)
-    protocol = ProtocolResource(storage, origin, redirect_code, metrics,
-                                fill_after_client_leaves, validator)
+    protocol = protocol or ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves,
+                                            validator)
 
     app.route("/healthz", methods=GET, endpoint="healthz")(ops.healthz)
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
@@ -75,10 +81,10 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
-                  validator: ValidatorHook | None = None) -> IResource:
+                  validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
-                        fill_after_client_leaves, validator).resource()
+                        fill_after_client_leaves, validator, protocol).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if not path_prefix:
@@ -105,3 +111,26 @@ class OffPrefix(Resource):
 
     def render(self, request: IRequest) -> bytes:
         return text(request, self.message, 404)
+
+
+def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Origin | None = None,
+              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
+              robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
+              metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
+              validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
+              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = 5.0) -> ProxySite:
+    """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
+    metrics = metrics or Metrics()
+    access_log = access_log or AccessLog()
+    answers = Answers() if hit_path else None
+    protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
+                                answers=answers, list_ttl=list_ttl)
+    resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
+                             fill_after_client_leaves, validator, protocol)
+    hits = None
+    if answers is not None:
+        authorization = None
+        if basic_auth is not None:
+            authorization = b"Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
+        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use)
+    return ProxySite(resource, metrics, idle_timeout, hits=hits, access_log=access_log)

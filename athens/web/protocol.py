@@ -40,6 +40,7 @@ from athens.module import (
 from athens.origin import Origin
 from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
+from athens.web.hitpath import Answers
 from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, abort, body, text
 from athens.web.streaming import write_stream
@@ -119,26 +120,41 @@ class ProtocolResource:
     #: A stream-through client that leaves: the fill goes on (True) or stops if nobody else waits (False).
     fill_after_client_leaves: bool = True
     validator: ValidatorHook | None = None
+    #: The hit path's memory of answers (None: no hit path).
+    answers: Answers | None = None
+    #: Seconds the hit path may replay a list or ``@latest`` (never longer than ``ListCacheTTL``).
+    list_ttl: float = 5.0
     #: When this process last recorded a use of each version: at most one write an hour per version.
-    _touched: dict[ModuleVersion, float] = attrs.field(factory=dict)
+    _touched: dict[tuple[str, str], float] = attrs.field(factory=dict)
 
-    def _used(self, req: Request) -> None:
+    def record_use(self, module: str, version: str) -> None:
         """Record the use (for garbage collection) without making the answer wait for it."""
-        key = ModuleVersion(req.module, req.version)
+        key = (module, version)
         now = time.monotonic()
         if now - self._touched.get(key, -TOUCH_INTERVAL) < TOUCH_INTERVAL:
             return
         if len(self._touched) > 100_000:
             self._touched.clear()
         self._touched[key] = now
-        self.storage.touch(req.module, req.version).addErrback(
-            lambda f: log.warn("could not record the use of {what}: {error}", what=str(key), error=f.getErrorMessage()))
+        self.storage.touch(module, version).addErrback(
+            lambda f: log.warn("could not record the use of {module}@{version}: {error}", module=module,
+                               version=version, error=f.getErrorMessage()))
+
+    def _remember(self, request: IRequest, req: Request, content_type: bytes, data: bytes = b"", path: str = "",
+                  size: int = 0) -> None:
+        """Offer this 200 to the hit path, which replays it for the same target until a delete anywhere."""
+        if self.answers is None or (self.validator is not None and req.version):
+            return  # the validator hook is asked for every request naming a version
+        ttl = None if req.version else self.list_ttl
+        self.answers.remember(request.uri, content_type, req.kind, data, path, size,
+                              req.module if req.version else "", req.version, ttl)
 
     async def handle(self, request: IRequest, path: str) -> bytes | None:
         try:
             req = parse(path)
             if req is None:
                 return text(request, f"not found: {path!r} is not a module proxy path", 404)
+            request.module, request.module_version = req.module, req.version  # for the access line
             self._apply_filter(req)
             if self.validator is not None and req.version:
                 try:
@@ -215,14 +231,19 @@ class ProtocolResource:
             raise Redirect(url)
         raise NotFound(f"{what} is not in the cache yet; it is being fetched, try again shortly")
 
-    async def _stored(self, req: Request, get: Callable[[str, str], Awaitable[bytes]]) -> bytes:
+    def _looked_up(self, request: IRequest, req: Request, hit: bool) -> None:
+        request.cache = "hit" if hit else "miss"
+        self.metrics.cache.labels(request.cache).inc()
+        if hit:
+            self.record_use(req.module, req.version)
+
+    async def _stored(self, request: IRequest, req: Request, get: Callable[[str, str], Awaitable[bytes]]) -> bytes:
         try:
             found = await get(req.module, req.version)
-            self.metrics.cache.labels("hit").inc()
-            self._used(req)
+            self._looked_up(request, req, True)
             return found
         except NotFound:
-            self.metrics.cache.labels("miss").inc()
+            self._looked_up(request, req, False)
             await self._fill(req)
             return await get(req.module, req.version)
 
@@ -238,7 +259,7 @@ class ProtocolResource:
             assert self.origin is not None
             try:
                 stored.update((await self.origin.lists.get(req.module)).versions)
-                return self._versions(request, stored)  # the origin knows it: 200, even if empty
+                return self._versions(request, req, stored)  # the origin knows it: 200, even if empty
             except OriginNotFound:
                 if not stored:
                     raise
@@ -247,12 +268,17 @@ class ProtocolResource:
                     raise
         if not stored:
             raise NotFound(f"module {req.module} is not in the cache")
-        return self._versions(request, stored)
+        return self._versions(request, req, stored)
 
-    @staticmethod
-    def _versions(request: IRequest, versions: set[str]) -> bytes:
+    def _versions(self, request: IRequest, req: Request, versions: set[str]) -> bytes:
         releases = [v for v in sort_versions(versions) if not is_pseudo_version(v)]
-        return body(request, TEXT, "".join(v + "\n" for v in releases).encode())
+        data = "".join(v + "\n" for v in releases).encode()
+        self._remember(request, req, TEXT, data)
+        return body(request, TEXT, data)
+
+    def _answer(self, request: IRequest, req: Request, content_type: bytes, data: bytes) -> bytes:
+        self._remember(request, req, content_type, data)
+        return body(request, content_type, data)
 
     async def _latest(self, request: IRequest, req: Request) -> bytes:
         if self._asks_origin(req.module):
@@ -260,7 +286,7 @@ class ProtocolResource:
             try:
                 listing = await self.origin.lists.get(req.module)
                 if listing.latest is not None:
-                    return body(request, JSON, listing.latest)
+                    return self._answer(request, req, JSON, listing.latest)
             except OriginNotFound:
                 pass
             except OriginError:
@@ -269,11 +295,11 @@ class ProtocolResource:
         version = latest_of(await self.storage.list(req.module))
         if version is None:
             raise NotFound(f"module {req.module} is not in the cache")
-        return body(request, JSON, await self.storage.info(req.module, version))
+        return self._answer(request, req, JSON, await self.storage.info(req.module, version))
 
     async def _info(self, request: IRequest, req: Request) -> bytes:
         if req.canonical:
-            return body(request, JSON, await self._stored(req, self.storage.info))
+            return self._answer(request, req, JSON, await self._stored(request, req, self.storage.info))
         # A query (branch, commit, v1.2): only the origin can resolve it; nothing is stored.
         if not self._asks_origin(req.module):
             raise NotFound(f"{ModuleVersion(req.module, req.version)}: version queries need the origin")
@@ -284,19 +310,21 @@ class ProtocolResource:
         return body(request, JSON, await self.origin.query(req.module, req.version))
 
     async def _mod(self, request: IRequest, req: Request) -> bytes:
-        return body(request, TEXT, await self._stored(req, self.storage.go_mod))
+        return self._answer(request, req, TEXT, await self._stored(request, req, self.storage.go_mod))
 
     async def _zip(self, request: IRequest, req: Request) -> bytes | None:
         try:
             blob = await self.storage.zip(req.module, req.version)
-            self.metrics.cache.labels("hit").inc()
-            self._used(req)
+            self._looked_up(request, req, True)
         except NotFound:
-            self.metrics.cache.labels("miss").inc()
+            self._looked_up(request, req, False)
             if await self._stream_through(request, req):
                 return None
             await self._fill(req)
             blob = await self.storage.zip(req.module, req.version)
+        path = getattr(blob, "path", "")  # a zip in a local file: the hit path sends it with sendfile
+        if path:
+            self._remember(request, req, ZIP, path=path, size=blob.size)
         try:
             request.setHeader(b"content-type", ZIP)
             request.setHeader(b"content-length", b"%d" % blob.size)

@@ -1,23 +1,22 @@
-"""The twisted.web Site: an access log as structured events, no tracebacks to clients."""
+"""
+The twisted.web Site: request ids, drain on stop, an access line for every
+request (whole, broken or abandoned), no tracebacks to clients, and the hit
+path (:mod:`athens.web.hitpath`) in front of every plain connection.
+"""
 
 from __future__ import annotations
 
-import re
-import secrets
 import time
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from athens.logs import current_request_id
 from athens.metrics import Metrics
-
-access = Logger(namespace="athens.access")
-
-
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
+from athens.web.accesslog import AccessLog, Line
+from athens.web.hitpath import Channel, HitChannel, HitPath
+from athens.web.requestid import request_id
 
 
 class TimedRequest(Request):
@@ -33,6 +32,10 @@ class TimedRequest(Request):
     max_body = 64 << 10
     #: Why the answer broke off after its headers went out (logged); None while it is whole.
     broken: str | None = None
+    #: For the access line, set by the protocol handlers: what was asked for, and hit or miss.
+    module = ""
+    module_version = ""
+    cache = "-"
 
     def abort(self, why: str) -> None:
         """
@@ -74,8 +77,7 @@ class TimedRequest(Request):
         site = self.channel.site if self.channel is not None else None
         if isinstance(site, ProxySite):
             site.started(self)
-        given = self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[0]
-        self.request_id = given.decode() if _REQUEST_ID.match(given) else secrets.token_hex(8)
+        self.request_id = request_id(self.requestHeaders.getRawHeaders(b"x-request-id", [b""])[0])
         self.setHeader(b"x-request-id", self.request_id.encode())
         token = current_request_id.set(self.request_id)
         try:
@@ -87,18 +89,23 @@ class TimedRequest(Request):
 class ProxySite(Site):
     displayTracebacks = False
     noisy = False
+    protocol = Channel
 
     def __init__(self, resource: IResource, metrics: Metrics | None = None, idle_timeout: float = 60.0,
-                 **kwargs: object) -> None:
+                 hits: HitPath | None = None, access_log: AccessLog | None = None, **kwargs: object) -> None:
         # ``timeout``: a connection that sends and receives nothing this long (a slow or stuck client) is closed.
         super().__init__(resource, requestFactory=TimedRequest, timeout=idle_timeout, **kwargs)  # type: ignore[arg-type]
         self.metrics = metrics
+        self.hits = hits
+        self.access_log = access_log or (hits.access_log if hits is not None else AccessLog())
         self.in_flight = 0
         self._idle: list[Deferred[None]] = []
         self._channels: dict[object, Deferred[None]] = {}
 
     def buildProtocol(self, addr: object) -> object:  # noqa: N802 - Twisted's name
         channel = super().buildProtocol(addr)
+        if channel is not None and self.hits is not None:
+            channel = HitChannel(channel, self.hits)
         if channel is not None:
             lost: Deferred[None] = Deferred()
             self._channels[channel] = lost
@@ -144,15 +151,19 @@ class ProxySite(Site):
         if self.metrics is not None:
             self.metrics.request(request.path, request.code, request.sentLength)
         arrived = getattr(request, "arrived", None)
-        broken = getattr(request, "broken", None)
-        access.info(
-            '{client} "{method} {uri}" {code} {size} {duration_ms}ms' + (" broken: {broken}" if broken else ""),
-            client=request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "-",
+        address = request.getClientAddress()
+        self.access_log.record(Line(
+            client=getattr(address, "host", "-"),
             method=request.method.decode("ascii", "replace"),
             uri=request.uri.decode("ascii", "replace"),
             code=request.code,
             size=request.sentLength,
-            duration_ms=round((time.monotonic() - arrived) * 1000, 1) if arrived else None,
+            duration_ms=round((time.monotonic() - arrived) * 1000, 1) if arrived else 0.0,
             request_id=getattr(request, "request_id", "-"),
-            broken=broken,
-        )
+            cache=getattr(request, "cache", "-"),
+            user_agent=request.getHeader(b"user-agent").decode("ascii", "replace") if request.getHeader(b"user-agent")
+            else "-",
+            module=getattr(request, "module", ""),
+            version=getattr(request, "module_version", ""),
+            broken=getattr(request, "broken", None) or "",
+        ))

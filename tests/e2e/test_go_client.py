@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import subprocess
 import urllib.request
 
@@ -100,6 +101,9 @@ def test_http_headers_over_a_real_connection(daemon, e2e):
 def test_access_log_has_the_requests(daemon, e2e):
     with urllib.request.urlopen(f"{daemon.url}/healthz") as r:
         assert r.status == 200
+    deadline = time.monotonic() + 10  # lines are written in batches, every 0.1 s
+    while '"GET /healthz" 200' not in daemon.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert '"GET /healthz" 200' in daemon.logs()
 
 
