@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, TimeoutError, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, LogLevel
 from twisted.python.components import Componentized
@@ -30,7 +30,7 @@ from athens.storage.redis import connect as connect_redis
 from athens.logs import LEVELS, make_observer
 from athens.metrics import Metrics
 from athens.storage.cached import CachedStorage
-from athens.storage.interface import IStorage
+from athens.storage.interface import IStorage, StorageError
 from athens.web.accesslog import AccessLog
 from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
@@ -148,16 +148,32 @@ class AthensService(MultiService):
         # Lines go through twisted.logger until our own observer is known to be the one in use (setServiceParent).
         self.access_log = AccessLog(enabled=LEVELS[config.log_level] <= LogLevel.info, json=config.log_format == "json",
                                     clock=reactor)
-        self.site = make_site(CachedStorage(storage, reactor.seconds), reactor, self.origin, config.redirect_code,
+        self.cached = CachedStorage(storage, reactor.seconds)
+        self.site = make_site(self.cached, reactor, self.origin, config.redirect_code,
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
                               list_ttl=min(HIT_LIST_TTL, config.list_cache_ttl))
-        self.flushing = LoopingCall(self.metrics.flush)
+        self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
+        self._deletions: str | None = None
         # ``adopt``: (descriptor, family) of a socket shared by several worker processes.
         self.listener = strports.service(endpoint, self.site) if adopt is None else AdoptedPort(*adopt, self.site, reactor)
         self.listener.setServiceParent(self)
+
+    async def _tick(self) -> None:
+        """Every second: the hit path's counts into the metrics; every cached answer dropped after a delete anywhere."""
+        self.metrics.flush()
+        try:
+            token = await self.storage.deletions().addTimeout(5, self.reactor)
+        except (StorageError, TimeoutError):
+            return  # the store is down: nothing is served from it, and it is asked again in a second
+        if self._deletions is not None and token != self._deletions:
+            log.info("a version was deleted from the store: cached answers dropped")
+            self.cached.clear()
+            if self.site.hits is not None:
+                self.site.hits.answers.clear()
+        self._deletions = token
 
     def _validator(self, reactor: Any) -> ValidatorHook | None:
         if not self.config.validator_hook:
@@ -174,7 +190,7 @@ class AthensService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        self.flushing.start(1.0, now=False)
+        self.flushing.start(1.0, now=True)
         for note in self.config.notes:
             log.info("{note}", note=note)
         log.info(

@@ -66,6 +66,11 @@ class CachedStorage:
     def go_mod(self, module: str, version: str) -> Deferred[bytes]:
         return self._get("mod", module, version, self.inner.go_mod)
 
+    def clear(self) -> None:
+        """Drop everything (a version was deleted through another process or node)."""
+        self._entries.clear()
+        self._size = 0
+
     def delete(self, module: str, version: str) -> Deferred[None]:
         for kind in ("info", "mod"):
             self._drop((kind, ModuleVersion(module, version)))

@@ -28,6 +28,8 @@ from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageErr
 
 CHUNK = 256 << 10
 TMP_DIR = ".athens-tmp"
+#: Rewritten with a new token at every delete (by this daemon or athens-admin): caches poll it.
+DELETIONS_FILE = ".athens-deletions"
 #: Leftovers of a crash older than this are removed at start (younger ones may be another worker's).
 STALE_TMP_SECONDS = 3600
 
@@ -208,8 +210,25 @@ class DiskStorage:
             if not self._complete(target):
                 raise NotFound(f"{module}@{version}: not found")
             self._discard(target)  # one rename: readers see all of it or none
+            self._note_deletion()
 
         return deferToThread(remove)
+
+    def _note_deletion(self) -> None:
+        fd, tmp = tempfile.mkstemp(prefix="deletions-", dir=os.path.join(self.root, TMP_DIR))
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(8).hex())
+        os.replace(tmp, os.path.join(self.root, DELETIONS_FILE))
+
+    def deletions(self) -> Deferred[str]:
+        def read() -> str:
+            try:
+                with open(os.path.join(self.root, DELETIONS_FILE)) as f:
+                    return f.read()
+            except FileNotFoundError:
+                return ""
+
+        return deferToThread(read)
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
         return deferToThread(lambda: page(self._walk(), token, limit))

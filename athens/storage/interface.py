@@ -88,6 +88,13 @@ class IStorage(Interface):
     def last_used(module: str, version: str) -> Deferred[float]:
         """When the version was last used (epoch seconds; its save if never); fails with NotFound."""
 
+    def deletions() -> Deferred[str]:
+        """
+        A token that changes whenever a version is deleted, by any process or
+        node: what caches in front of the store (the hit path) poll to drop
+        what they hold.  Saves do not change it.
+        """
+
     def ping() -> Deferred[None]:
         """Fails unless the store can serve requests now (readiness)."""
 

@@ -48,6 +48,7 @@ class MemoryStorage:
     name = "memory"
     _versions: dict[ModuleVersion, _Version] = attrs.field(factory=dict)
     _used: dict[ModuleVersion, float] = attrs.field(factory=dict)
+    _deleted: int = 0
 
     def _get(self, module: str, version: str) -> _Version:
         try:
@@ -86,11 +87,15 @@ class MemoryStorage:
             self._get(module, version)
             del self._versions[ModuleVersion(module, version)]
             self._used.pop(ModuleVersion(module, version), None)
+            self._deleted += 1
 
         return ensureDeferred(self._async(remove))
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
         return succeed(page(self._versions, token, limit))
+
+    def deletions(self) -> Deferred[str]:
+        return succeed(str(self._deleted))
 
     def touch(self, module: str, version: str) -> Deferred[None]:
         key = ModuleVersion(module, version)

@@ -59,6 +59,7 @@ redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[2])
 for i = 0, count - 1 do redis.call('DEL', ARGV[3] .. blob .. ':' .. i) end
+redis.call('INCR', KEYS[4])
 return 1
 """
 
@@ -238,13 +239,20 @@ class RedisStorage:
             done = await _eval(
                 self.redis,
                 _DELETE,
-                [self._vkey(module, version), self._key("m", module), self._key("catalog")],
+                [self._vkey(module, version), self._key("m", module), self._key("catalog"), self._key("deletions")],
                 [version, f"{module}\x00{version}", self._key("b", "")],
             )
             if not done:
                 raise NotFound(f"{module}@{version}: not found")
 
         return ensureDeferred(remove())
+
+    def deletions(self) -> Deferred[str]:
+        async def read() -> str:
+            value = await _cmd(self.redis, "GET", self._key("deletions"))
+            return value.decode() if value else ""
+
+        return ensureDeferred(read())
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
         async def page() -> CatalogPage:

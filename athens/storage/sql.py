@@ -26,7 +26,7 @@ from athens.module import ModuleVersion
 from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, StorageUnavailable, rechunk, sized
 
 CHUNK = 1 << 20
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS = {
     1: [
@@ -47,6 +47,8 @@ _MIGRATIONS = {
                PRIMARY KEY (blob, n))""",
     ],
     2: ["ALTER TABLE athens_versions ADD COLUMN IF NOT EXISTS used timestamptz"],
+    # Advanced at every delete; caches in front of the store poll it.
+    3: ["CREATE SEQUENCE IF NOT EXISTS athens_deletions"],
 }
 
 
@@ -201,8 +203,16 @@ class PostgresStorage:
             if row is None:
                 raise NotFound(f"{module}@{version}: not found")
             cursor.execute("DELETE FROM athens_chunks WHERE blob = %s", (row[0],))
+            cursor.execute("SELECT nextval('athens_deletions')")
 
         return ensureDeferred(self._interaction(transaction))
+
+    def deletions(self) -> Deferred[str]:
+        async def read() -> str:
+            rows = await self._query("SELECT last_value, is_called FROM athens_deletions")
+            return f"{rows[0][0]}:{rows[0][1]}"
+
+        return ensureDeferred(read())
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
         async def page() -> CatalogPage:

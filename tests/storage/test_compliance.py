@@ -240,3 +240,19 @@ async def test_last_used_starts_at_the_save_and_moves_with_touch(storage):
     await storage.delete(MOD, "v1.0.0")
     with pytest.raises(NotFound):
         await storage.last_used(MOD, "v1.0.0")
+
+
+@pytest_twisted.ensureDeferred
+async def test_deletions_change_the_token_and_saves_do_not(storage):
+    """The hit path drops every answer when this token changes: a deleted version is served by no cache."""
+    start = await storage.deletions()
+    await save(storage, MOD, "v1.0.0")
+    await save(storage, MOD, "v1.1.0")
+    assert await storage.deletions() == start
+    await storage.delete(MOD, "v1.0.0")
+    after_one = await storage.deletions()
+    assert after_one != start
+    with pytest.raises(NotFound):
+        await storage.delete(MOD, "v1.0.0")
+    await storage.delete(MOD, "v1.1.0")
+    assert await storage.deletions() not in (start, after_one)
