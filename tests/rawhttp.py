@@ -38,8 +38,8 @@ def exchange(port: int, data: bytes, timeout: float = 20.0) -> bytes:
 
 def request(method: str, path: str, headers: dict[str, str] | None = None, version: str = "HTTP/1.1") -> bytes:
     """One request's bytes; ``path`` is sent exactly as given."""
-    lines = [f"{method} {path} {version}", "Host: 127.0.0.1"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    headers = {"Host": "127.0.0.1", **(headers or {})}
+    lines = [f"{method} {path} {version}"] + [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

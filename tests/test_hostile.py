@@ -179,3 +179,32 @@ def test_ordinary_queries_are_accepted(query):
 def test_queries_that_could_be_paths_are_refused(query):
     with pytest.raises(InvalidInput):
         decode_version(query)
+
+
+#: Items 3 and 4 of the hardening issue: a Host werkzeug cannot take, a path that is not UTF-8.
+MALFORMED = [
+    ("/healthz", {"Host": "a..b"}),
+    ("/healthz", {"Host": "x" * 64 + ".example.com"}),
+    (f"/{ERRORS}/@v/v0.9.1.info", {"Host": "a..b"}),
+    ("/%c0%ae/@v/list", {}),
+    (f"/{ERRORS}/@v/%ff.info", {}),
+    ("/%ff", {}),
+]
+
+
+@pytest.mark.parametrize("path, headers", MALFORMED)
+@pytest_twisted.ensureDeferred
+async def test_malformed_requests_are_400_with_one_log_line(hostile, path, headers):
+    from twisted.logger import globalLogPublisher
+
+    served, upstream, _ = hostile
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        answer = await deferToThread(rawhttp.get, served.port.getHost().port, path, "GET", headers)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert answer.status == 400 and answer.body.startswith(b"bad request: "), answer
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    assert [e.get("log_namespace") for e in events] == ["athens.access"], events
+    assert upstream.seen == []

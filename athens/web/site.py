@@ -7,6 +7,7 @@ path (:mod:`athens.web.hitpath`) in front of every plain connection.
 from __future__ import annotations
 
 import time
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.web.resource import IResource
@@ -48,6 +49,13 @@ class TimedRequest(Request):
         if transport is not None:
             transport.abortConnection()
 
+    def process(self) -> None:
+        bad = _bad_input(self)
+        if bad is not None:
+            _refuse(self, bad)  # one access line says it all
+            return
+        super().process()
+
     def finish(self) -> None:
         if self.broken is not None:
             return  # nothing more goes out; connectionLost, which the abort brings, logs it
@@ -84,6 +92,32 @@ class TimedRequest(Request):
             super().requestReceived(command, path, version)
         finally:
             current_request_id.reset(token)
+
+
+def _refuse(request: Request, why: str) -> None:
+    message = f"bad request: {why}\n".encode()
+    request.setResponseCode(400)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"content-length", b"%d" % len(message))
+    request.write(message)
+    request.finish()
+
+
+def _bad_input(request: Request) -> str | None:
+    """What twisted.web would pass on but werkzeug cannot take (it would fail with a 500, or log a traceback)."""
+    try:
+        unquote_to_bytes(request.path).decode("utf-8")
+    except UnicodeDecodeError:
+        return "the path is not UTF-8"
+    host = request.getHeader(b"host")
+    if host is not None:
+        try:
+            name = host.decode("ascii")
+            if not name.startswith("["):  # an IPv6 literal is werkzeug's to judge
+                name.rpartition(":")[0 if name.count(":") == 1 else 2].encode("idna")
+        except UnicodeError:
+            return "invalid Host header"
+    return None
 
 
 class ProxySite(Site):
