@@ -15,6 +15,7 @@ every answer (:meth:`Answers.clear`, polled by the service).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import time
@@ -350,7 +351,8 @@ class _SendFile:
                 self._wait()
                 return
             except OSError as e:
-                self._end(f"sendfile failed: {e.strerror}")
+                self._end("client left" if e.errno in (errno.EPIPE, errno.ECONNRESET) else f"sendfile: {e.strerror}")
+                self.transport.abortConnection()
                 return
             if n == 0:
                 self._end("the zip on disk is shorter than its size")
