@@ -4,6 +4,7 @@ Cache hits against nginx (and Athens), on the same bytes: how far is the proxy f
 
     .venv/bin/python benchmarks/hits.py [--seconds 4] [--rounds 3] [--connections 32,1000] [--workers 1,N]
     ATHENS_BIN=/path/to/athens .venv/bin/python benchmarks/hits.py ...   # adds the Go Athens
+    ATHENS_BENCH_LOG_LEVEL=error ...   # Athens without its per-request log (its fastest); the proxy logs at info
 
 Seeds one disk store (Athens' layout) with a small module (four versions, ~100 kB zips) and a 50 MiB
 zip, and hard-links the same files into a GOPROXY tree for nginx.  For each worker count W it runs
@@ -146,7 +147,8 @@ def start_athens(binary: str, workdir: Path, env: dict[str, str]) -> Daemon:
     """The Go Athens on the same store: log level info (its default is debug), GOMAXPROCS left at all cores."""
     workdir.mkdir(parents=True)
     port = free_port()
-    env = {**env, "ATHENS_PORT": f":{port}", "ATHENS_GO_BINARY_ENV_VARS": "GOPROXY=off"}
+    env = {**env, "ATHENS_PORT": f":{port}", "ATHENS_GO_BINARY_ENV_VARS": "GOPROXY=off",
+           "ATHENS_LOG_LEVEL": os.environ.get("ATHENS_BENCH_LOG_LEVEL", "info")}
     log = workdir / "athens.log"
     with open(log, "wb") as out:
         process = subprocess.Popen([binary], cwd=workdir, env=source_env(env), stdout=out, stderr=subprocess.STDOUT)
