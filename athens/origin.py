@@ -10,7 +10,9 @@ import json
 from typing import Any
 
 import attrs
+from twisted.internet.defer import ensureDeferred
 
+from athens.fetch.chain import small_of
 from athens.fetch.interface import IFetcher, OriginError
 from athens.filter import Filter
 from athens.listcache import ListCache
@@ -34,6 +36,7 @@ class Origin:
     #: treq's connection pool to upstreams, closed at shutdown.
     http_pool: Any = None
     _queries: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
+    _smalls: SingleFlight[bytes] = attrs.field(factory=SingleFlight)
 
     @property
     def offline(self) -> bool:
@@ -48,3 +51,18 @@ class Origin:
         except (ValueError, KeyError, TypeError, InvalidInput):
             raise OriginError(f"the origin resolved {module}@{query} to something that is not a version") from None
         return info
+
+    async def small(self, module: str, version: str, kind: str) -> bytes:
+        """
+        A missing version's ``.info`` or ``.mod`` alone, from an upstream, checked
+        (go.mod against the checksum database): the go command needs only go.mod
+        for much of a module graph, and its zip is fetched when it is asked for.
+        Raises NoSmallFetch where the origin hands out whole versions only.
+        """
+        return await self._smalls.do((module, version, kind), lambda: ensureDeferred(self._small(module, version, kind)))
+
+    async def _small(self, module: str, version: str, kind: str) -> bytes:
+        data = await small_of(self.fetcher, module, version, kind)
+        if kind == "mod" and self.stash.verifier is not None:
+            await self.stash.verifier.verify_mod(module, version, data)
+        return data

@@ -218,6 +218,18 @@ class AthensService(MultiService):
             except Exception:
                 log.warn("{n} requests still in flight after {t}s; stopping anyway", n=self.site.in_flight,
                          t=self.config.shutdown_timeout)
+        if len(self.origin.stash.flights):
+            # A fill goes on after its client has its answer (stream-through, async modes): let it be stored.
+            log.info("waiting for {n} fills in flight (up to {t}s)", n=len(self.origin.stash.flights),
+                     t=self.config.shutdown_timeout)
+            settled = self.origin.stash.flights.settled()
+            settled.addTimeout(self.config.shutdown_timeout, self.reactor)
+            try:
+                await settled
+            except TimeoutError:
+                log.warn("fills still running after {t}s: abandoned, nothing of them stored",
+                         t=self.config.shutdown_timeout)
+                self.origin.stash.flights.cancel_all()
         closed = self.site.close_connections()  # flushes what was answered, then closes
         closed.addTimeout(5, self.reactor)
         try:

@@ -70,7 +70,7 @@ def makeService(options: Options) -> "AthensService":
     from athens.workers import WorkerSupervisor, shared_socket, worker_argv
 
     if workers == 1 and not options["worker"]:
-        return AthensService(config, storage, endpoint, reactor)
+        return AthensService(config, storage, with_backlog(endpoint), reactor)
     try:
         sock = shared_socket(endpoint)
     except (ValueError, OSError) as e:
@@ -80,6 +80,13 @@ def makeService(options: Options) -> "AthensService":
     if not options["worker"]:
         WorkerSupervisor(workers - 1, worker_argv(options, endpoint), reactor).setServiceParent(service)
     return service
+
+
+def with_backlog(endpoint: str) -> str:
+    """A TCP endpoint queues up to 1,024 connections, as several workers' shared socket does (Twisted's default: 50)."""
+    if endpoint.startswith(("tcp:", "tcp6:")) and "backlog=" not in endpoint:
+        return endpoint + ":backlog=1024"
+    return endpoint
 
 
 def default_workers(storage_type: str) -> int:

@@ -238,8 +238,13 @@ class _LengthlessZips(Protocol):
             body = f"module {M}\n".encode()
             self.transport.write(head.format("text/plain").encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body)
         else:
-            self.transport.write(head.format("application/zip").encode() + b"\r\n")
-            self.transport.write(ZIP if self.mode == "over" else ZIP[: len(ZIP) // 2])
+            from twisted.internet import reactor
+
+            # A quarter first (the client starts receiving it), the rest a moment later: past the limit, or cut.
+            self.transport.write(head.format("application/zip").encode() + b"\r\n" + ZIP[: len(ZIP) // 4])
+            rest = ZIP[len(ZIP) // 4 :] if self.mode == "over" else ZIP[len(ZIP) // 4 : len(ZIP) // 2]
+            reactor.callLater(0.3, lambda: (self.transport.write(rest), self.transport.loseConnection()))
+            return
         self.transport.loseConnection()
 
 

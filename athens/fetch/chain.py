@@ -14,7 +14,7 @@ import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from zope.interface import implementer
 
-from athens.fetch.interface import Fetched, IFetcher, Listing, OnZip, OriginError, OriginNotFound
+from athens.fetch.interface import Fetched, IFetcher, Listing, NoSmallFetch, OnZip, OriginError, OriginNotFound
 
 T = TypeVar("T")
 
@@ -83,6 +83,17 @@ class ChainFetcher:
     def listing(self, module: str) -> Deferred[Listing]:
         return ensureDeferred(self._first(lambda f: f.listing(module)))
 
+    def small(self, module: str, version: str, kind: str) -> Deferred[bytes]:
+        return ensureDeferred(self._first(lambda f: small_of(f, module, version, kind)))
+
+
+def small_of(fetcher: IFetcher, module: str, version: str, kind: str) -> Deferred[bytes]:
+    """A fetcher's ``small``, where it has one (upstreams); NoSmallFetch otherwise (the go command)."""
+    small = getattr(fetcher, "small", None)
+    if small is None:
+        raise NoSmallFetch(kind)
+    return small(module, version, kind)  # type: ignore[no-any-return]
+
 
 def goproxy_of(env_vars: Sequence[str]) -> str:
     """The GOPROXY in ``GoBinaryEnvVars`` (Athens' way to name upstreams); ``direct`` if none."""
@@ -121,3 +132,6 @@ class PerModuleFetcher:
 
     def listing(self, module: str) -> Deferred[Listing]:
         return self._for(module).listing(module)
+
+    def small(self, module: str, version: str, kind: str) -> Deferred[bytes]:
+        return small_of(self._for(module), module, version, kind)

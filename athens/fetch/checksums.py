@@ -115,6 +115,15 @@ class ChecksumVerifier:
         return any(match_patterns(p, module) for p in self.no_sum_patterns)
 
     async def verify(self, module: str, version: str, zip_hash: str, mod: bytes) -> None:
+        """The zip's and go.mod's hashes are the database's (refused with ChecksumMismatch otherwise)."""
+        await self._verify(module, version, {f"{module} {version}": zip_hash,
+                                             f"{module} {version}/go.mod": go_mod_hash(mod)})
+
+    async def verify_mod(self, module: str, version: str, mod: bytes) -> None:
+        """go.mod alone (served before, or without, its zip)."""
+        await self._verify(module, version, {f"{module} {version}/go.mod": go_mod_hash(mod)})
+
+    async def _verify(self, module: str, version: str, expected: dict[str, str]) -> None:
         if self.skips(module):
             return
         url = f"{self.url.rstrip('/')}/lookup/{escape(module)}@{escape(version)}"
@@ -130,7 +139,6 @@ class ChecksumVerifier:
             raise OriginError(f"the checksum database answered {response.code} for {module}@{version}")
         records, note = parse_lookup(data)
         verify_note(note, self.key)
-        expected = {f"{module} {version}": zip_hash, f"{module} {version}/go.mod": go_mod_hash(mod)}
         for what, h1 in expected.items():
             if records.get(what) != h1:
                 log.error(

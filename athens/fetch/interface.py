@@ -32,6 +32,10 @@ class OriginTimeout(OriginError):
     status = 504
 
 
+class NoSmallFetch(Exception):
+    """This origin hands out a version only whole (the go command): fetch it whole."""
+
+
 @attrs.frozen
 class Fetched:
     """A module version from the origin; its zip is a file the fetcher removes in ``cleanup``."""

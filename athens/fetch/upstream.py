@@ -205,6 +205,12 @@ class UpstreamFetcher:
     def query(self, module: str, query: str) -> Deferred[bytes]:
         return ensureDeferred(self._info(module, query))
 
+    def small(self, module: str, version: str, kind: str) -> Deferred[bytes]:
+        """The ``.info`` or ``.mod`` of a version alone: the go command often needs no more (nothing is stored)."""
+        if kind == "info":
+            return ensureDeferred(self._info(module, version))
+        return ensureDeferred(self._small_get(self._url(module, "mod", version)))
+
     def listing(self, module: str) -> Deferred[Listing]:
         return ensureDeferred(self._listing(module))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable, Generic, Hashable, TypeVar
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.python.failure import Failure
 
 T = TypeVar("T")
@@ -28,6 +28,17 @@ class SingleFlight(Generic[T]):
             return False
         self._calls[key].cancel()
         return True
+
+    def settled(self) -> Deferred[None]:
+        """Fires when every call running now has ended (however it ended)."""
+        running = [d for d in self._calls.values()]
+        done: Deferred[None] = DeferredList(running, consumeErrors=True).addCallback(lambda _: None)
+        return done
+
+    def cancel_all(self) -> None:
+        """Cancel every call still running (a stop that cannot wait longer)."""
+        for call in list(self._calls.values()):
+            call.cancel()
 
     def in_flight(self, key: Hashable) -> bool:
         return key in self._waiters

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 import time
 from typing import Any, Callable
 
@@ -259,7 +260,7 @@ class HitChannel(Protocol):
         if method == b"GET" and not answer.path:
             out.append(answer.body)
             sent = answer.size
-        send(self.transport, b"".join(out))
+        send(self.transport, b"".join(out), more=fd >= 0)
         self.hits.answered += 1
         ending = _Ending(self, keep, method, target, rid, agent, answer, arrived)
         if answer.module:
@@ -303,20 +304,32 @@ class _Ending:
         self.channel._after(self.keep)
 
 
-def send(transport: FileDescriptor, data: bytes) -> None:
+def send(transport: Any, data: bytes, more: bool = False) -> None:
     """
     Write at once when nothing is queued before it: Twisted's ``write``
     would queue the bytes and wait for the next poll (two more system calls
-    a hit); what the socket does not take is queued as usual.
+    a hit); what the socket does not take is queued as usual.  ``more``: a
+    file follows (TCP sends the headers with its first bytes, as nginx's
+    ``tcp_nopush`` does).
     """
-    if transport.dataBuffer or transport._tempDataLen or not transport.connected or transport.disconnecting:
+    if _queued(transport) or not transport.connected or transport.disconnecting:
         transport.write(data)
         return
-    sent = transport.writeSomeData(data)
-    if isinstance(sent, Exception):
+    flags = socket.MSG_MORE if more and transport.socket.family != socket.AF_UNIX else 0
+    try:
+        sent = transport.socket.send(data, flags)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
         transport.write(data)  # the error surfaces through the usual path
-    elif sent < len(data):
+        return
+    if sent < len(data):
         transport.write(data[sent:])
+
+
+def _queued(transport: Any) -> bool:
+    """Whether Twisted holds bytes for this socket that have not been sent."""
+    return bool(transport.dataBuffer) or bool(transport._tempDataLen)
 
 
 @implementer(IPushProducer)
@@ -328,16 +341,22 @@ class _SendFile:
         self.transport = channel.transport
         self.offset = 0
         self.stopped = False
+        self.registered = False
 
     def start(self) -> None:
-        inner = self.channel.inner
-        self.saved_timeout = inner.setTimeout(None)  # as HTTPChannel does while it answers
-        inner.registerProducer(self, True)  # HTTPChannel is the transport's producer: it passes the calls on
-        self._wait()  # called back (resumeProducing) once the headers have left Twisted's buffer
+        if _queued(self.transport):
+            self._wait()
+        else:
+            self.resumeProducing()  # the headers went out: send at once; most zips go in one call
 
     def _wait(self) -> None:
-        # The transport resumes a paused streaming producer when its buffer is empty and the socket writable.
-        self.transport.producerPaused = True
+        """Be called again (resumeProducing) when Twisted's buffer is empty and the socket writable."""
+        if not self.registered:
+            self.registered = True
+            inner = self.channel.inner
+            self.saved_timeout = inner.setTimeout(None)  # as HTTPChannel does while it answers
+            inner.registerProducer(self, True)  # HTTPChannel is the transport's producer: it passes calls on
+        self.transport.producerPaused = True  # the transport resumes a paused streaming producer when drained
         self.transport.startWriting()
 
     def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
@@ -376,7 +395,7 @@ class _SendFile:
         self.stopped = True
         os.close(self.fd)
         channel = self.channel
-        if channel.connected:
+        if channel.connected and self.registered:
             channel.inner.unregisterProducer()
             channel.inner.setTimeout(self.saved_timeout)
         self.ending.done(self.offset, broken)

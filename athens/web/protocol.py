@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from athens.fetch.interface import Growing, OriginError, OriginNotFound
+from athens.fetch.interface import Growing, NoSmallFetch, OriginError, OriginNotFound
 from athens.filter import Action
 from athens.metrics import Metrics
 from athens.module import (
@@ -244,6 +244,11 @@ class ProtocolResource:
             return found
         except NotFound:
             self._looked_up(request, req, False)
+            if self.origin is not None and self._mode(req.module)[0] is Mode.SYNC:
+                try:
+                    return await self.origin.small(req.module, req.version, req.kind)
+                except NoSmallFetch:
+                    pass  # the go command: the whole version, stored
             await self._fill(req)
             return await get(req.module, req.version)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import pytest
 
 from tests.daemon import start_daemon
@@ -42,8 +43,11 @@ def test_go_downloads_through_a_chain_and_both_cache(tmp_path, downstream, filli
     got, _ = download(tmp_path, downstream, f"{CHAIN}@v1.1.0")
     assert_same_hashes(got, e2e)
     for proxy in (downstream, filling):
-        vdir = proxy.log.parent / "storage" / CHAIN / "v1.1.0"
-        assert (vdir / "source.zip").is_file(), proxy.log.parent
+        stored = proxy.log.parent / "storage" / CHAIN / "v1.1.0" / "source.zip"
+        deadline = time.monotonic() + 10  # a zip streamed through is stored right after the client has it
+        while not stored.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stored.is_file(), proxy.log.parent
     assert fetches(filling, f"{CHAIN}@v1.1.0") == 1  # git, once, at the far end
     assert "running mod download" not in downstream.logs()
 
