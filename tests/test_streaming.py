@@ -134,6 +134,32 @@ async def test_a_client_that_hangs_up_mid_zip_releases_the_blob():
         await port.stopListening()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_hangs_up_mid_zip_is_logged_as_such_with_no_error():
+    """The full path (no hit path): no 'Producer was not unregistered', and the line says the client left."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
+
+    from athens.web.app import make_site
+    from tests.test_stream_through import until
+
+    storage = MemoryStorage()
+    await storage.save("example.com/big", "v1.0.0", b"{}", b"m", once(b"z" * (32 << 20)))
+    port = reactor.listenTCP(0, make_site(storage, hit_path=False), interface="127.0.0.1")
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        for _ in range(5):
+            await deferToThread(_read_some_then_hang_up, port.getHost().port, "/example.com/big/@v/v1.0.0.zip")
+        await until(lambda: len([e for e in events if e.get("log_namespace") == "athens.access"]) == 5, reactor)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await port.stopListening()
+    lines = [e for e in events if e.get("log_namespace") == "athens.access"]
+    assert all(e["broken"] == "client left" and e["size"] < 32 << 20 for e in lines), lines
+    assert not [e for e in events if e.get("log_failure") is not None], "no error, no traceback"
+
+
 def _raw(port: int, payload: bytes, read_until_close: bool = True) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(payload)

@@ -336,7 +336,7 @@ class ProtocolResource:
             if request.method != b"HEAD":
                 await write_stream(request, blob.chunks())
         except (ConnectionDone, CancelledError):
-            pass  # the client left; nothing to answer
+            abort(request, "client left")  # nothing more to answer; logged with what it got
         except Exception:
             # Headers promised blob.size bytes: cut the connection so the
             # client sees a broken transfer, never a short file with a 200.
@@ -368,6 +368,7 @@ class ProtocolResource:
         try:
             await write_stream(request, follow(growing, f))
         except (ConnectionDone, CancelledError):
+            abort(request, "client left")
             if not self.fill_after_client_leaves:
                 self.origin.stash.abandon(req.module, req.version, place)
         except Exception as e:

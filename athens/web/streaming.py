@@ -53,5 +53,7 @@ async def write_stream(request: IRequest, chunks: AsyncIterable[bytes]) -> int:
             raise ConnectionDone("client went away")
         return sent
     finally:
-        if not flow.stopped and not getattr(request, "_disconnected", False):
+        # Also after a stop: the connection may not be marked lost yet, and a request finished with its
+        # producer still registered is a logged RuntimeError (Twisted's).
+        if not getattr(request, "_disconnected", False):
             request.unregisterProducer()
