@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import posixpath
+import stat
 import zipfile
 
 from athens.module import InvalidInput, check_file_path
@@ -74,6 +75,9 @@ def _check_entries(infos: list[zipfile.ZipInfo], prefix: str) -> None:
             raise InvalidZip(f"{info.filename!r}: {e}") from None
         if is_dir:
             continue
+        mode = info.external_attr >> 16
+        if info.create_system == 3 and stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            raise InvalidZip(f"{info.filename!r}: not a regular file (a symlink or device): the go command refuses it")
         key = name.casefold()
         if key in folded:
             raise InvalidZip(f"case-insensitive file name collision: {folded[key]!r} and {name!r}")

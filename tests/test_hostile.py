@@ -208,3 +208,28 @@ async def test_malformed_requests_are_400_with_one_log_line(hostile, path, heade
     assert answer.headers["content-type"] == "text/plain; charset=utf-8"
     assert [e.get("log_namespace") for e in events] == ["athens.access"], events
     assert upstream.seen == []
+
+
+@pytest.mark.parametrize("kind", [0o120777, 0o020666, 0o010644])  # symlink, character device, FIFO
+def test_a_zip_entry_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    """Item 6: the go command's zip rules accept regular files only."""
+    import zipfile
+
+    from athens.modzip import InvalidZip, check_zip
+
+    path = tmp_path / "m.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("example.com/m@v1.0.0/m.go", b"package m\n")
+        entry = zipfile.ZipInfo("example.com/m@v1.0.0/link.go")
+        entry.create_system = 3
+        entry.external_attr = kind << 16
+        zf.writestr(entry, b"/etc/passwd")
+    with pytest.raises(InvalidZip, match="not a regular file"):
+        check_zip(str(path), "example.com/m", "v1.0.0")
+    regular = tmp_path / "ok.zip"
+    with zipfile.ZipFile(regular, "w") as zf:
+        entry = zipfile.ZipInfo("example.com/m@v1.0.0/m.go")
+        entry.create_system = 3
+        entry.external_attr = 0o100644 << 16
+        zf.writestr(entry, b"package m\n")
+    assert check_zip(str(regular), "example.com/m", "v1.0.0").startswith("h1:")

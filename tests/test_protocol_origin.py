@@ -244,3 +244,16 @@ async def test_serving_a_version_records_its_use(servers):
     servers.append(served)
     assert (await served.get(f"/{M}/@v/v1.0.0.zip"))[0] == 200
     assert await storage.last_used(M, "v1.0.0") > time.time() - 60
+
+
+@pytest.mark.parametrize("mode", [Mode.SYNC, Mode.ASYNC])
+@pytest_twisted.ensureDeferred
+async def test_offline_never_asks_the_origin_for_a_missing_version(proxy, mode):
+    """Item 17 of the hardening issue: NetworkMode offline means no origin, for versions too."""
+    fetcher = FakeFetcher()
+    fetcher.add(M, "v1.0.0", module_zip(M, "v1.0.0"))
+    client, storage = proxy(fetcher, network_mode="offline", policy=DownloadPolicy(mode))
+    for kind in ("info", "mod", "zip"):
+        status, body, _ = await client.get(f"/{M}/@v/v1.0.0.{kind}")
+        assert status == 404 and b"offline" in body, (kind, body)
+    assert fetcher.calls == [] and await storage.list(M) == []

@@ -222,6 +222,10 @@ class ProtocolResource:
         what = ModuleVersion(req.module, req.version)
         if mode is Mode.NONE or self.origin is None:
             raise NotFound(f"{what} is not in the cache")
+        if self.origin.offline:  # never an origin: a redirect sends the client elsewhere, nothing is fetched
+            if mode.redirects:
+                raise Redirect(url)
+            raise NotFound(f"{what} is not in the cache (NetworkMode offline: no origin is asked)")
         if mode is Mode.SYNC:
             await self.origin.stash.stash(req.module, req.version)
             return
@@ -244,7 +248,7 @@ class ProtocolResource:
             return found
         except NotFound:
             self._looked_up(request, req, False)
-            if self.origin is not None and self._mode(req.module)[0] is Mode.SYNC:
+            if self.origin is not None and not self.origin.offline and self._mode(req.module)[0] is Mode.SYNC:
                 try:
                     return await self.origin.small(req.module, req.version, req.kind)
                 except NoSmallFetch:
@@ -352,7 +356,8 @@ class ProtocolResource:
         On a sync miss from a streaming origin, send the zip while it arrives
         (the fill goes on if the client leaves).  False: serve it the usual way.
         """
-        if self.origin is None or request.method != b"GET" or self._mode(req.module)[0] is not Mode.SYNC:
+        if self.origin is None or self.origin.offline or request.method != b"GET" \
+                or self._mode(req.module)[0] is not Mode.SYNC:
             return False
         arriving, place = self.origin.stash.zip_arriving(req.module, req.version)
         growing = await arriving
