@@ -52,8 +52,7 @@ class Stash:
         for :meth:`abandon`.
         """
         key = ModuleVersion(module, version)
-        place = self.stash(module, version)
-        place.addErrback(lambda f: None)  # the caller's own stash() call reports errors
+        place = self.stash(module, version)  # the caller awaits it, or drops its errors
         if key in self._growing:
             return succeed(self._growing[key]), place
         d: Deferred[Growing | None] = Deferred()
@@ -120,6 +119,10 @@ class Stash:
         except OriginNotFound:
             outcome = "not_found"
             raise
+        except OriginError as e:  # once per fetch, however many clients wait for it
+            log.warn("fetching {what} from {origin} failed: {error}", what=str(key), origin=origin_name(self.fetcher),
+                     error=str(e), module=key.path, version=key.version)
+            raise
         finally:
             self.metrics.fetch_ended(started, outcome)
 
@@ -138,6 +141,14 @@ class Stash:
             log.info("stored {what} from the origin{again}", what=str(key), again="" if stored else " (already there)")
         finally:
             await fetched.cleanup()
+
+
+def origin_name(fetcher: IFetcher) -> str:
+    """For logs: the upstream's URL, the GOPROXY list, or the go command."""
+    entries = getattr(fetcher, "entries", None)
+    if entries is not None:
+        return "GOPROXY=" + ",".join(e.name for e in entries)
+    return str(getattr(fetcher, "url", "") or getattr(getattr(fetcher, "default", None), "url", "") or "the go command")
 
 
 def _check(fetched: Fetched) -> str:

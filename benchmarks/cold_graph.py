@@ -54,11 +54,17 @@ def goenv(work: Path, proxy: str) -> dict[str, str]:
 
 def module_dir(gomod: Path, work: Path) -> Path:
     """A fresh module directory: the go.mod and the go.sum beside it, if any."""
-    work.mkdir(parents=True)
-    for name in ("go.mod", "go.sum"):
-        if (gomod.parent / name).is_file() and (name == "go.mod" or gomod.name == "go.mod"):
-            shutil.copy(gomod.parent / name if name == "go.sum" else gomod, work / name)
+    work.mkdir(parents=True, exist_ok=True)
+    shutil.copy(gomod, work / "go.mod")
+    if (gomod.parent / "go.sum").is_file():
+        shutil.copy(gomod.parent / "go.sum", work / "go.sum")
     return work
+
+
+def remove(path: Path) -> None:
+    """rm -rf, module caches' read-only directories included."""
+    subprocess.run(["chmod", "-R", "u+w", str(path)], check=False, stderr=subprocess.DEVNULL)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def download(work: Path, proxy: str, extra: str = "") -> tuple[float, Counter[str]]:
@@ -79,9 +85,7 @@ def prepare(gomod: Path, cache_dir: Path) -> Path:
     cache = cache_dir / hashlib.sha256(gomod.read_bytes()).hexdigest()[:16]
     tree = cache / "modcache/cache/download"
     if not (cache / "prepared").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(cache / "mod", ignore_errors=True)
-        seconds, files = download(module_dir(gomod, cache / "mod"), "https://proxy.golang.org", " -modcacherw")
+        seconds, files = download(module_dir(gomod, cache), "https://proxy.golang.org", " -modcacherw")
         (cache / "prepared").write_text(f"{gomod}\n")
         print(f"prepared {tree} from proxy.golang.org in {seconds:.1f}s: {dict(files)}")
     return tree
@@ -103,8 +107,7 @@ def upstream_requests(log: Path, offset: int) -> tuple[Counter[str], int]:
     kinds: Counter[str] = Counter()
     paths: Counter[str] = Counter()
     for path, status in REQUEST.findall(text):
-        kind = next((k for k in (".info", ".mod", ".zip", "/@v/list") if path.endswith(k)), "other")
-        kinds[kind.lstrip("/@v")] += 1
+        kinds[next((k for k in (".info", ".mod", ".zip", "list") if path.endswith(k)), "other")] += 1
         paths[path] += 1
         kinds["non-200"] += status != "200"
     kinds["repeated"] = sum(n - 1 for n in paths.values())
@@ -180,11 +183,10 @@ def main() -> None:
                     print(f"round {r} {name:6} {seconds:7.2f}s  files: {files['.info']} .info {files['.mod']} .mod "
                           f"{files['.zip']} .zip  nginx requests: " + " ".join(f"{k} {v}" for k, v in upstream.items()),
                           flush=True)
-                    shutil.rmtree(work, ignore_errors=True)
+                    remove(work)
         finally:
             for server in reversed(servers):
                 stop(server)
-            subprocess.run(["chmod", "-R", "u+w", tmpdir], check=False)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     print("medians: " + ", ".join(f"{n} {m:.2f}s" for n, m in medians.items()))
     if medians.get("direct"):

@@ -257,3 +257,23 @@ async def test_offline_never_asks_the_origin_for_a_missing_version(proxy, mode):
         status, body, _ = await client.get(f"/{M}/@v/v1.0.0.{kind}")
         assert status == 404 and b"offline" in body, (kind, body)
     assert fetcher.calls == [] and await storage.list(M) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_origin_failure_is_logged_once_with_what_and_why(proxy):
+    """Item 15 of the hardening issue: the log says which version failed, where, and why."""
+    from twisted.logger import globalLogPublisher
+
+    fetcher = FakeFetcher(failure=OriginError("the upstream answered 500"))
+    client, _ = proxy(fetcher)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        assert (await client.get(f"/{M}/@v/v1.0.0.zip"))[0] == 502
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert fetcher.count("download", M, "v1.0.0") == 1, "asked once, not again after the failure"
+    failures = [e for e in events if "failed" in (e.get("log_format") or "") and e.get("module") == M]
+    assert len(failures) == 1, failures
+    assert failures[0]["version"] == "v1.0.0" and "answered 500" in failures[0]["error"] and failures[0]["origin"]
+

@@ -362,7 +362,9 @@ class ProtocolResource:
         arriving, place = self.origin.stash.zip_arriving(req.module, req.version)
         growing = await arriving
         if growing is None:
+            await place  # the fill ended before a zip arrived: stored (served below), or the origin's error
             return False
+        place.addErrback(lambda f: None)  # from here the stream reports what goes wrong
         try:
             f = await deferToThread(open, growing.path, "rb")
         except FileNotFoundError:
