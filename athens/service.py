@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -148,6 +149,8 @@ class AthensService(MultiService):
         # Lines go through twisted.logger until our own observer is known to be the one in use (setServiceParent).
         self.access_log = AccessLog(enabled=LEVELS[config.log_level] <= LogLevel.info, json=config.log_format == "json",
                                     clock=reactor)
+        #: A Prometheus multiprocess directory this daemon made (several workers), removed at the stop.
+        self.own_metrics_dir = ""
         self.cached = CachedStorage(storage, reactor.seconds)
         self.site = make_site(self.cached, reactor, self.origin, config.redirect_code,
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
@@ -246,3 +249,5 @@ class AthensService(MultiService):
         if self.origin.http_pool is not None:
             await self.origin.http_pool.closeCachedConnections()
         await self.storage.close()
+        if self.own_metrics_dir:  # every worker has ended: nobody counts into it any more
+            shutil.rmtree(self.own_metrics_dir, ignore_errors=True)

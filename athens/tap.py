@@ -61,10 +61,11 @@ def makeService(options: Options) -> "AthensService":
         raise usage.UsageError(f"--workers: {options['workers']!r} is not a number") from None
     if workers < 1 or (workers > 1 and config.storage_type == "memory"):
         raise usage.UsageError("--workers: at least 1, and only 1 with memory storage (nothing would be shared)")
+    metrics_dir = ""
     if (workers > 1 or options["worker"]) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Several processes count into files they all read (set before prometheus_client is imported;
-        # the workers inherit it).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="athens-metrics-")
+        # the workers inherit it); removed at a clean stop.
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="athens-metrics-")
 
     from athens.service import AthensService
     from athens.workers import WorkerSupervisor, shared_socket, worker_argv
@@ -77,6 +78,7 @@ def makeService(options: Options) -> "AthensService":
         raise usage.UsageError(f"--workers: {e}") from None
     service = AthensService(config, storage, endpoint, reactor, adopt=(sock.fileno(), sock.family))
     service.shared_socket = sock  # open for the service's whole life
+    service.own_metrics_dir = metrics_dir
     if not options["worker"]:
         WorkerSupervisor(workers - 1, worker_argv(options, endpoint), reactor).setServiceParent(service)
     return service

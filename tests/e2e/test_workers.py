@@ -62,8 +62,10 @@ def test_two_workers_serve_and_a_dead_one_is_replaced(tmp_path, seeded_root):
 
 def test_metrics_add_up_across_workers(tmp_path, seeded_root):
     root, _ = seeded_root
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     d = start_daemon(tmp_path / "m", "--workers", "2", "--storage", "disk", "--storage-root", str(root),
-                     env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline"})
+                     env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline", "TMPDIR": str(temporary)})
     try:
         pids: set[int] = set()
         asked = 0
@@ -82,3 +84,4 @@ def test_metrics_add_up_across_workers(tmp_path, seeded_root):
         assert counted == asked, text
     finally:
         stop_cleanly(d)
+    assert list(temporary.iterdir()) == [], "the metrics directory is removed at a clean stop"
