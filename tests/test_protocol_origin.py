@@ -277,3 +277,16 @@ async def test_an_origin_failure_is_logged_once_with_what_and_why(proxy):
     assert len(failures) == 1, failures
     assert failures[0]["version"] == "v1.0.0" and "answered 500" in failures[0]["error"] and failures[0]["origin"]
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_latest_agrees_with_the_list_when_the_origin_has_no_latest(proxy):
+    """Item 19 of the hardening issue: @latest is the newest of the list a client sees, stored or not."""
+    storage = MemoryStorage()
+    await storage.save(M, "v0.55.0", b'{"Version":"v0.55.0"}', b"module m\n", once(b"z"))
+    fetcher = FakeFetcher(listings={M: Listing(("v0.55.0", "v0.62.0"), None)})
+    fetcher.add(M, "v0.62.0", module_zip(M, "v0.62.0"))
+    client, _ = proxy(fetcher, storage)
+    assert (await client.get(f"/{M}/@v/list"))[1] == b"v0.55.0\nv0.62.0\n"
+    code, body, _ = await client.get(f"/{M}/@latest")
+    assert code == 200 and json.loads(body)["Version"] == "v0.62.0"

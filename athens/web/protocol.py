@@ -290,21 +290,31 @@ class ProtocolResource:
         return body(request, content_type, data)
 
     async def _latest(self, request: IRequest, req: Request) -> bytes:
+        stored = await self.storage.list(req.module)
+        listed: tuple[str, ...] = ()
         if self._asks_origin(req.module):
             assert self.origin is not None
             try:
                 listing = await self.origin.lists.get(req.module)
                 if listing.latest is not None:
                     return self._answer(request, req, JSON, listing.latest)
+                listed = listing.versions  # no @latest of its own: the newest of the list clients see
             except OriginNotFound:
                 pass
             except OriginError:
                 if self.origin.network_mode == "strict":
                     raise
-        version = latest_of(await self.storage.list(req.module))
+        version = latest_of(list(set(stored) | set(listed)))
         if version is None:
             raise NotFound(f"module {req.module} is not in the cache")
-        return self._answer(request, req, JSON, await self.storage.info(req.module, version))
+        if version in stored:
+            return self._answer(request, req, JSON, await self.storage.info(req.module, version))
+        assert self.origin is not None
+        try:
+            info = await self.origin.small(req.module, version, "info")
+        except NoSmallFetch:
+            info = await self.origin.query(req.module, version)
+        return self._answer(request, req, JSON, info)
 
     async def _info(self, request: IRequest, req: Request) -> bytes:
         if req.canonical:
