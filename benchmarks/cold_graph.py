@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,19 +38,15 @@ sys.path.insert(0, str(REPO))
 
 from athens.tap import default_workers  # noqa: E402
 from benchmarks.cache_hits import machine  # noqa: E402
-from benchmarks.hits import KINDS, log_problems, start_nginx, stop, wait_ready  # noqa: E402
+from benchmarks.hits import KINDS, log_problems, process_tree, start_nginx, stop, wait_ready  # noqa: E402
 from tests.daemon import Daemon, free_port, source_env, start_daemon  # noqa: E402
 from tests.gotool import go_env  # noqa: E402
 
 GO = "/usr/local/go/bin/go"
+FILES = (".info", ".mod", ".zip")
+KINDS_SEEN = (*FILES, "list", "other", "non-200", "repeated")
 REQUEST = re.compile(r'"[A-Z]+ (\S+) HTTP/[\d.]+" (\d{3}) ')
-
-
-def goenv(work: Path, proxy: str) -> dict[str, str]:
-    """tests.gotool's explicit go environment (temporary GOPATH, GOMODCACHE, GOCACHE), GONOSUMDB unset."""
-    env = go_env(work, work / "modcache", proxy)
-    del env["GONOSUMDB"]
-    return env
+_READ: dict[Path, int] = {}  # how far each access log has been counted
 
 
 def module_dir(gomod: Path, work: Path) -> Path:
@@ -67,17 +64,36 @@ def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def download(work: Path, proxy: str, extra: str = "") -> tuple[float, Counter[str]]:
-    """Time ``go mod download all``; the counts of .info/.mod/.zip files it left in cache/download."""
-    env = goenv(work, proxy)
+def download(work: Path, proxy: str, extra: str = "") -> tuple[float, float, set[str]]:
+    """Time ``go mod download all``: wall and CPU seconds, the .info/.mod/.zip files it left in cache/download."""
+    env = go_env(work, work / "modcache", proxy)  # explicit: temporary GOPATH, GOMODCACHE, GOCACHE; GOSUMDB=off
     env["GOFLAGS"] += extra
-    start = time.monotonic()
+    del env["GONOSUMDB"]
+    cpu, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     run = subprocess.run([GO, "mod", "download", "all"], cwd=work, env=env, capture_output=True, text=True)
-    seconds = time.monotonic() - start
+    seconds, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
         raise RuntimeError(f"go mod download all via {proxy} exited {run.returncode}:\n{run.stderr[-3000:]}")
-    files = Counter(p.suffix for p in (work / "modcache/cache/download").rglob("*") if p.suffix in (".info", ".mod", ".zip"))
-    return seconds, files
+    tree = work / "modcache/cache/download"
+    files = {str(p.relative_to(tree)) for p in tree.rglob("*.*") if p.suffix in FILES}
+    return seconds, after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime, files
+
+
+def count(files: set[str]) -> str:
+    kinds = Counter(os.path.splitext(f)[1] for f in files)
+    return " ".join(f"{kinds[k]} {k}" for k in FILES)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a live process tree, the children it has reaped included."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(map(int, fields[11:15 if p == pid else 13]))  # utime stime (cutime cstime)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def prepare(gomod: Path, cache_dir: Path) -> Path:
@@ -85,9 +101,9 @@ def prepare(gomod: Path, cache_dir: Path) -> Path:
     cache = cache_dir / hashlib.sha256(gomod.read_bytes()).hexdigest()[:16]
     tree = cache / "modcache/cache/download"
     if not (cache / "prepared").exists():
-        seconds, files = download(module_dir(gomod, cache), "https://proxy.golang.org", " -modcacherw")
+        seconds, _, files = download(module_dir(gomod, cache), "https://proxy.golang.org", " -modcacherw")
         (cache / "prepared").write_text(f"{gomod}\n")
-        print(f"prepared {tree} from proxy.golang.org in {seconds:.1f}s: {dict(files)}")
+        print(f"prepared {tree} from proxy.golang.org in {seconds:.1f}s: {count(files)}")
     return tree
 
 
@@ -99,19 +115,20 @@ def nginx_tree(tree: Path, root: Path) -> None:
     probe.write_text("module probe\n")
 
 
-def upstream_requests(log: Path, offset: int) -> tuple[Counter[str], int]:
-    """nginx's requests logged past offset, by kind (plus 'non-200' and 'repeated'); the new offset."""
+def upstream_requests(log: Path) -> Counter[str]:
+    """nginx's requests logged since the last call, by kind, plus 'non-200' and 'repeated' (same path again)."""
     with open(log, "rb") as f:
-        f.seek(offset)
-        text = f.read().decode(errors="replace")
+        f.seek(_READ.get(log, 0))
+        text = f.read()
+    _READ[log] = _READ.get(log, 0) + len(text)
     kinds: Counter[str] = Counter()
     paths: Counter[str] = Counter()
-    for path, status in REQUEST.findall(text):
-        kinds[next((k for k in (".info", ".mod", ".zip", "list") if path.endswith(k)), "other")] += 1
-        paths[path] += 1
+    for path, status in REQUEST.findall(text.decode(errors="replace")):
+        kinds[next((k for k in (*FILES, "list") if path.endswith(k)), "other")] += 1
         kinds["non-200"] += status != "200"
+        paths[path] += 1
     kinds["repeated"] = sum(n - 1 for n in paths.values())
-    return kinds, offset + len(text.encode())
+    return kinds
 
 
 def start_go_athens(binary: str, workdir: Path, upstream: str) -> Daemon:
@@ -135,6 +152,29 @@ def start_proxy(workdir: Path, upstream: str) -> Daemon:
     return start_daemon(workdir, "--workers", str(default_workers("disk")), env=env)
 
 
+def measure(name: str, starter: Callable[[Path], Daemon] | None, work: Path, gomod: Path, nginx: Daemon,
+            direct: set[str] | None) -> tuple[float, set[str]]:
+    """One timed download (through a fresh server, if any), its line of output; nginx's log read past the probes."""
+    server = starter(work / "server") if starter else None
+    try:
+        upstream_requests(nginx.log.parent / "access.log")  # skip readiness probes
+        seconds, go_cpu, files = download(module_dir(gomod, work / "mod"), (server or nginx).url)
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}\n{server.log}, its end:\n{server.logs()[-1500:]}" if server else str(e)) from None
+    finally:
+        server_cpu = tree_cpu(server.process.pid) if server else 0.0
+        if server:
+            stop(server)
+    upstream = upstream_requests(nginx.log.parent / "access.log")
+    differs = f"  DIFFERS from direct: {len(direct - files)} missing, {len(files - direct)} extra" \
+        if direct is not None and files != direct else ""
+    print(f"{name:6} {seconds:6.1f}s  cpu: go {go_cpu:.1f}s server {server_cpu:.1f}s  files: {count(files)}{differs}"
+          "  nginx requests: " + " ".join(f"{upstream[k]} {k}" for k in KINDS_SEEN), flush=True)
+    if server:
+        log_problems(server, name)
+    return seconds, files
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gomod", type=Path, required=True)
@@ -142,55 +182,41 @@ def main() -> None:
     p.add_argument("--cache-dir", type=Path, default=Path("/work/scratch/cold-graph-cache"))
     args = p.parse_args()
     athens_bin = os.environ.get("ATHENS_BIN")
-    print(f"command: {' '.join(sys.argv)}")
-    print(f"machine: {machine()}; nproc {os.cpu_count()}; {subprocess.run([GO, 'version'], capture_output=True, text=True).stdout.strip()}")
+    version = subprocess.run([GO, "version"], capture_output=True, text=True).stdout.strip()
+    print(f"command: {' '.join(sys.argv)}\nmachine: {machine()}; nproc {os.cpu_count()}; {version}")
     tree = prepare(args.gomod.resolve(), args.cache_dir)
-    servers: list[Daemon] = []
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="athens-cold-graph-") as tmpdir:
         tmp = Path(tmpdir)
+        nginx_tree(tree, tmp / "goproxy")
+        nginx = start_nginx(tmp / "nginx", tmp / "goproxy", os.cpu_count() or 1)
         try:
-            nginx_tree(tree, tmp / "goproxy")
-            nginx = start_nginx(tmp / "nginx", tmp / "goproxy", os.cpu_count() or 1)
-            servers.append(nginx)
-            access, offset = tmp / "nginx/access.log", 0
-            print(f"nginx: {nginx.url}, worker_processes {os.cpu_count()}, sendfile; proxy: twistd -n athens --workers "
+            print(f"nginx {nginx.url}: worker_processes {os.cpu_count()}, sendfile; proxy: twistd -n athens --workers "
                   f"{default_workers('disk')}, disk, log info" + (f"; athens: {athens_bin}" if athens_bin else ""))
-            ways: dict[str, Callable[[Path], Daemon] | None] = {"direct": None, "proxy": lambda d: start_proxy(d, nginx.url)}
+            ways: dict[str, Callable[[Path], Daemon] | None] = {"direct": None}
+            ways["proxy"] = lambda d: start_proxy(d, nginx.url)
             if athens_bin:
                 ways["athens"] = lambda d: start_go_athens(athens_bin, d, nginx.url)
             for r in range(1, args.rounds + 1):
+                direct: set[str] | None = None
                 for name, starter in ways.items():
-                    work = tmp / f"{name}-{r}"
-                    server = starter(work / "server") if starter else None
-                    if server:
-                        servers.append(server)
-                    _, offset = upstream_requests(access, offset)  # drop readiness probes
+                    print(f"round {r} ", end="")
                     try:
-                        seconds, files = download(module_dir(args.gomod, work / "mod"), server.url if server else nginx.url)
+                        seconds, files = measure(name, starter, tmp / f"{name}-{r}", args.gomod, nginx, direct)
                     except RuntimeError as e:
-                        print(f"ERROR: round {r} {name}: {e}")
-                        if server:
-                            print(f"{server.log} (tail):\n{server.logs()[-2000:]}")
+                        print(f"ERROR: {name}: {e}")
                         continue
                     finally:
-                        if server:
-                            stop(servers.pop())
-                            if r == args.rounds:
-                                log_problems(server, name)
-                    upstream, offset = upstream_requests(access, offset)
+                        remove(tmp / f"{name}-{r}")
                     times.setdefault(name, []).append(seconds)
-                    print(f"round {r} {name:6} {seconds:7.2f}s  files: {files['.info']} .info {files['.mod']} .mod "
-                          f"{files['.zip']} .zip  nginx requests: " + " ".join(f"{k} {v}" for k, v in upstream.items()),
-                          flush=True)
-                    remove(work)
+                    direct = files if name == "direct" else direct
         finally:
-            for server in reversed(servers):
-                stop(server)
+            stop(nginx)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     print("medians: " + ", ".join(f"{n} {m:.2f}s" for n, m in medians.items()))
     if medians.get("direct"):
-        print("ratios:  " + ", ".join(f"{n}/direct {m / medians['direct']:.2f}" for n, m in medians.items() if n != "direct"))
+        print("ratios:  " + ", ".join(f"{n}/direct {m / medians['direct']:.2f}" for n, m in medians.items()
+                                      if n != "direct"))
 
 
 if __name__ == "__main__":

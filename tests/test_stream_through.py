@@ -51,7 +51,12 @@ class SlowUpstream(Resource):
         request.setHeader(b"content-length", b"%d" % len(ZIP))
         request.write(ZIP[: len(ZIP) // 2])
 
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)  # the proxy may stop this download (a fill it abandons)
+
         def rest(ok: bool) -> None:
+            if gone:
+                return
             if ok:
                 request.write(ZIP[len(ZIP) // 2 :])
                 request.finish()
