@@ -63,6 +63,13 @@ def classify(message: str) -> OriginError:
     return OriginError(text)
 
 
+def _scrub(message: str, gopath: str) -> str:
+    """The go command's words without this server's temporary paths (they reach clients and logs)."""
+    for path in {gopath, os.path.realpath(gopath)}:
+        message = message.replace(path, "$GOPATH")
+    return message
+
+
 def info_json(version: str, time: str | None) -> bytes:
     payload: dict[str, str] = {"Version": version}
     if time:
@@ -131,9 +138,9 @@ class GoFetcher:
         except ValueError:
             payload = {}
         if isinstance(payload, dict) and payload.get("Error"):
-            raise classify(str(payload["Error"]))
+            raise classify(_scrub(str(payload["Error"]), gopath))
         if result.code != 0 or not isinstance(payload, dict) or not payload:
-            raise classify(result.stderr.decode("utf-8", "replace") or stdout)
+            raise classify(_scrub(result.stderr.decode("utf-8", "replace") or stdout, gopath))
         return payload
 
     async def _in_temp(self, args: list[str]) -> tuple[dict[str, Any], str]:

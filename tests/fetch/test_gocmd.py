@@ -138,3 +138,15 @@ def test_classify(message, kind):
     error = classify(message)
     assert type(error) is kind
     assert str(error) == message
+
+
+@pytest_twisted.ensureDeferred
+async def test_errors_do_not_show_the_servers_temporary_paths(tmp_path):
+    """Item 5 of the hardening issue: keep the reason, drop the paths."""
+    go = script(tmp_path, "go", 'echo "go: writing $GOMODCACHE/cache/download/x: permission denied in $PWD" >&2\n'
+                                "exit 1\n")
+    with pytest.raises(OriginError) as caught:
+        await fetcher(tmp_path, go).download("example.com/m", "v1.0.0")
+    message = str(caught.value)
+    assert "permission denied" in message and "$GOPATH" in message
+    assert str(tmp_path) not in message and "/tmp" not in message, message
