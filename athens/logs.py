@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import IO, Any
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogFilterPredicate,
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     textFileLogObserver,
 )
@@ -73,9 +76,31 @@ class RequestIdObserver:
         self.inner(event)
 
 
+@implementer(ILogFilterPredicate)
+class QuietRetries:
+    """
+    One "Scheduling retry" line a minute per endpoint: a store that is down
+    (Redis: ten pooled connections, each retrying) would otherwise fill the log.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Any = time.monotonic) -> None:
+        self.interval, self.clock = interval, clock
+        self._last: dict[str, float] = {}
+
+    def __call__(self, event: dict[str, Any]) -> PredicateResult:
+        if not str(event.get("log_format", "")).startswith("Scheduling retry"):
+            return PredicateResult.maybe
+        key = str(event.get("endpoint"))
+        now = self.clock()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return PredicateResult.no
+        self._last[key] = now
+        return PredicateResult.maybe
+
+
 def make_observer(level: str = "info", fmt: str = "plain", stream: IO[str] | None = None) -> ILogObserver:
     """An observer for ``LogLevel``/``LogFormat``; writes to stdout (journald and containers read it)."""
     stream = sys.stdout if stream is None else stream
     inner = JSONLineObserver(stream) if fmt == "json" else textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
-    return FilteringLogObserver(RequestIdObserver(inner, fmt != "json"), [predicate])
+    return FilteringLogObserver(RequestIdObserver(inner, fmt != "json"), [predicate, QuietRetries()])

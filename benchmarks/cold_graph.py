@@ -8,12 +8,15 @@ A cold ``go mod download all`` of a real module graph, direct from an upstream G
 Why: a cold cache behind an upstream proxy is the common first contact with the proxy; the goal is at most
 1.1x the time of going to the upstream directly.  How: once (cached under --cache-dir, keyed by the go.mod's
 hash), ``go mod download all`` from proxy.golang.org fills a module cache whose ``cache/download`` is a GOPROXY
-tree.  nginx serves it on loopback (a hard-linked copy: hits.start_nginx waits for its own probe file).  Each
-round times, in turn, ``go mod download all`` with a fresh GOMODCACHE in a fresh copy of the module: straight
-from nginx; through ``twistd -n athens`` (default workers, fresh disk store, upstream = nginx, checksum
-verification off, log level info); with ATHENS_BIN, through the Go Athens (fresh disk store, sync download
-mode, its go command pointed at nginx).  Prints times, medians, ratios to direct, the files each download got,
-and nginx's requests per kind for each run: the upstream traffic each way causes.  Measures, never asserts.
+tree: zips for the build list, go.mod files alone for the rest of the graph.  nginx serves a hard-linked copy
+on loopback (plus the file hits.start_nginx probes).  Each round times, in turn, ``go mod download all`` with
+a fresh GOMODCACHE in a fresh copy of the module: straight from nginx; through ``twistd -n athens`` (default
+workers, fresh disk store, upstream nginx, checksum verification off, log level info); with ATHENS_BIN,
+through the Go Athens (fresh disk store, sync mode, its go command pointed at nginx).  The Go Athens fetches
+a whole version, zip included, even for a .mod request: it 404s, and is skipped, where the tree has a go.mod
+but no zip.  Prints times, medians, ratios to direct, CPU seconds of the go command and of the server, the
+files each download got (and any difference from direct), and nginx's requests per kind during each run:
+the upstream traffic each way causes ('repeated': the same path fetched again).  Measures, never asserts.
 """
 
 from __future__ import annotations
@@ -58,12 +61,6 @@ def module_dir(gomod: Path, work: Path) -> Path:
     return work
 
 
-def remove(path: Path) -> None:
-    """rm -rf, module caches' read-only directories included."""
-    subprocess.run(["chmod", "-R", "u+w", str(path)], check=False, stderr=subprocess.DEVNULL)
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def download(work: Path, proxy: str, extra: str = "") -> tuple[float, float, set[str]]:
     """Time ``go mod download all``: wall and CPU seconds, the .info/.mod/.zip files it left in cache/download."""
     env = go_env(work, work / "modcache", proxy)  # explicit: temporary GOPATH, GOMODCACHE, GOCACHE; GOSUMDB=off
@@ -80,8 +77,7 @@ def download(work: Path, proxy: str, extra: str = "") -> tuple[float, float, set
 
 
 def count(files: set[str]) -> str:
-    kinds = Counter(os.path.splitext(f)[1] for f in files)
-    return " ".join(f"{kinds[k]} {k}" for k in FILES)
+    return " ".join(f"{sum(f.endswith(k) for f in files)} {k}" for k in FILES)
 
 
 def tree_cpu(pid: int) -> float:
@@ -105,14 +101,6 @@ def prepare(gomod: Path, cache_dir: Path) -> Path:
         (cache / "prepared").write_text(f"{gomod}\n")
         print(f"prepared {tree} from proxy.golang.org in {seconds:.1f}s: {count(files)}")
     return tree
-
-
-def nginx_tree(tree: Path, root: Path) -> None:
-    """The tree hard-linked, plus the file hits.start_nginx probes for readiness."""
-    shutil.copytree(tree, root, copy_function=os.link)
-    probe = root / KINDS[".mod"].lstrip("/")
-    probe.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text("module probe\n")
 
 
 def upstream_requests(log: Path) -> Counter[str]:
@@ -152,10 +140,10 @@ def start_proxy(workdir: Path, upstream: str) -> Daemon:
     return start_daemon(workdir, "--workers", str(default_workers("disk")), env=env)
 
 
-def measure(name: str, starter: Callable[[Path], Daemon] | None, work: Path, gomod: Path, nginx: Daemon,
+def measure(name: str, starter: Callable[[Path, str], Daemon] | None, work: Path, gomod: Path, nginx: Daemon,
             direct: set[str] | None) -> tuple[float, set[str]]:
     """One timed download (through a fresh server, if any), its line of output; nginx's log read past the probes."""
-    server = starter(work / "server") if starter else None
+    server = starter(work / "server", nginx.url) if starter else None
     try:
         upstream_requests(nginx.log.parent / "access.log")  # skip readiness probes
         seconds, go_cpu, files = download(module_dir(gomod, work / "mod"), (server or nginx).url)
@@ -188,26 +176,27 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="athens-cold-graph-") as tmpdir:
         tmp = Path(tmpdir)
-        nginx_tree(tree, tmp / "goproxy")
+        shutil.copytree(tree, tmp / "goproxy", copy_function=os.link)
+        (tmp / "goproxy" / KINDS[".mod"][1:]).parent.mkdir(parents=True, exist_ok=True)  # what start_nginx probes
+        (tmp / "goproxy" / KINDS[".mod"][1:]).write_text("module probe\n")
         nginx = start_nginx(tmp / "nginx", tmp / "goproxy", os.cpu_count() or 1)
         try:
             print(f"nginx {nginx.url}: worker_processes {os.cpu_count()}, sendfile; proxy: twistd -n athens --workers "
                   f"{default_workers('disk')}, disk, log info" + (f"; athens: {athens_bin}" if athens_bin else ""))
-            ways: dict[str, Callable[[Path], Daemon] | None] = {"direct": None}
-            ways["proxy"] = lambda d: start_proxy(d, nginx.url)
+            ways: dict[str, Callable[[Path, str], Daemon] | None] = {"direct": None, "proxy": start_proxy}
             if athens_bin:
-                ways["athens"] = lambda d: start_go_athens(athens_bin, d, nginx.url)
+                ways["athens"] = lambda d, upstream: start_go_athens(athens_bin, d, upstream)
             for r in range(1, args.rounds + 1):
                 direct: set[str] | None = None
-                for name, starter in ways.items():
+                for name, starter in list(ways.items()):
                     print(f"round {r} ", end="")
                     try:
-                        seconds, files = measure(name, starter, tmp / f"{name}-{r}", args.gomod, nginx, direct)
+                        with tempfile.TemporaryDirectory(dir=tmp) as work:  # removes read-only module caches too
+                            seconds, files = measure(name, starter, Path(work), args.gomod, nginx, direct)
                     except RuntimeError as e:
-                        print(f"ERROR: {name}: {e}")
+                        print(f"ERROR: {name}: {e}\n{name} skipped from now on")
+                        del ways[name]
                         continue
-                    finally:
-                        remove(tmp / f"{name}-{r}")
                     times.setdefault(name, []).append(seconds)
                     direct = files if name == "direct" else direct
         finally:

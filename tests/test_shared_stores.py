@@ -228,3 +228,37 @@ async def test_postgres_down_is_503_and_the_pool_reconnects():
         await served.close()
         await storage.close()
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_down_at_start_is_503_at_once_and_the_storage_connects_when_it_comes(tmp_path):
+    """Item 14 of the hardening issue: no 30 s hang when Redis was never up."""
+    import time
+
+    from tests.daemon import free_port
+
+    port = free_port()
+    storage = RedisStorage(connect(f"127.0.0.1:{port}", timeout=2))
+    served = serve(make_site(storage))
+    try:
+        await sleep(0.5)  # the first connection attempts are refused
+        started = time.monotonic()
+        status, body, _ = await served.get("/example.com/x/@v/v1.0.0.info")
+        assert status == 503 and b"storage unavailable: redis" in body
+        assert (await served.get("/readyz"))[0] == 503
+        assert time.monotonic() - started < 1.5, "answered at once, not after a timeout"
+        server = start_redis(tmp_path / "r", port)
+        try:
+            for _ in range(300):  # txredisapi's back-off grows up to 10 s
+                try:
+                    await storage.ping()
+                    break
+                except StorageUnavailable:
+                    await sleep(0.1)
+            assert (await served.get("/readyz"))[0] == 200
+            assert (await served.get("/example.com/x/@v/v1.0.0.info"))[0] == 404
+        finally:
+            server.stop()
+    finally:
+        await served.close()
+        await storage.close()

@@ -78,10 +78,26 @@ def parse_endpoint(endpoint: str) -> tuple[str, int]:
 
 def connect(endpoint: str, password: str = "", poolsize: int = 10, timeout: float = 10.0) -> Any:
     host, port = parse_endpoint(endpoint)
-    return txredisapi.lazyConnectionPool(
+    pool = txredisapi.lazyConnectionPool(
         host, port, poolsize=poolsize, reconnect=True, charset=None, convertNumbers=False,
         password=password or None, connectTimeout=timeout, replyTimeout=timeout,
     )
+    watch_failures(pool)
+    return pool
+
+
+def watch_failures(pool: Any) -> None:
+    """Note a failed connection attempt (a retry scheduled), so that commands fail at once while none is up."""
+    factory = getattr(pool, "_factory", None)
+    if factory is None:
+        return
+    retry_delay = factory.retryDelay
+
+    def failed_then_retry(attempt: int) -> float:
+        factory._athens_failed = True
+        return float(retry_delay(attempt))
+
+    factory.retryDelay = failed_then_retry
 
 
 @attrs.define
@@ -107,24 +123,40 @@ COMMAND_TIMEOUT = 30.0
 
 def _check_live(redis: Any) -> None:
     """
-    Once the pool has worked, fail at once while it has no connection, rather
-    than queue the command until Redis is back (the client gets its 503 now).
+    Once the pool has worked, or a connection attempt has failed, fail at once
+    while it has no connection, rather than queue the command until Redis is
+    back (the client gets its 503 now, whether Redis went down or never came up).
     """
     factory = getattr(redis, "_factory", None)
-    if vars(redis).get("_athens_worked") and getattr(factory, "size", 1) == 0:  # (the handler proxies unknown names)
+    if getattr(factory, "size", 1) != 0:  # (the handler proxies unknown names)
+        return
+    if vars(redis).get("_athens_worked"):
         raise StorageUnavailable("redis: connection lost (reconnecting)")
+    if vars(factory).get("_athens_failed"):
+        raise StorageUnavailable("redis: cannot connect (retrying)")
+
+
+#: Seconds a command waits for a first connection (a store that has never answered yet).
+CONNECT_WAIT = 3.0
+
+
+def _timeout(redis: Any, timeout: float | None) -> float | None:
+    """While no connection is up yet, a command waits for one briefly, not for the whole command timeout."""
+    if getattr(getattr(redis, "_factory", None), "size", 1) == 0:
+        return min(timeout or COMMAND_TIMEOUT, CONNECT_WAIT)
+    return timeout
 
 
 async def _cmd(redis: Any, *args: Any, timeout: float | None = None) -> Any:
     _check_live(redis)
-    result = await _call(redis.execute_command(*args), timeout)
+    result = await _call(redis.execute_command(*args), _timeout(redis, timeout))
     redis._athens_worked = True
     return result
 
 
 async def _eval(redis: Any, script: bytes, keys: list[bytes], args: list[Any]) -> Any:
     _check_live(redis)
-    result = await _call(redis.eval(script, keys, args))
+    result = await _call(redis.eval(script, keys, args), _timeout(redis, None))
     redis._athens_worked = True
     return result
 
@@ -132,9 +164,12 @@ async def _eval(redis: Any, script: bytes, keys: list[bytes], args: list[Any]) -
 async def _call(d: Deferred[Any], timeout: float | None = None) -> Any:
     from twisted.internet import reactor
 
-    d.addTimeout(timeout or COMMAND_TIMEOUT, reactor)
+    limit = timeout or COMMAND_TIMEOUT
+    d.addTimeout(limit, reactor)
     try:
         return await d
+    except defer.TimeoutError:
+        raise StorageUnavailable(f"redis: no answer within {limit:g}s") from None
     except _DOWN as e:
         raise StorageUnavailable(f"redis: {e or type(e).__name__}") from None
     except txredisapi.ResponseError as e:

@@ -105,3 +105,18 @@ def test_gc_deletes_what_nobody_used_on_every_store(stores, seeded_root, e2e, re
         done = admin(*config, "gc", "--unused-days", "30")
         assert done.stdout.count("deleted") == len(e2e.seeded) - 1
         assert admin(*config, "list").stdout.split() == keep.split("@"), name
+
+
+def test_admin_on_a_redis_that_is_down_fails_at_once():
+    """Item 14 of the hardening issue: a clear error in seconds, not a 30 s hang."""
+    import time
+
+    from tests.daemon import free_port
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [*admin_command(), "--storage", "redis", "list"], capture_output=True, text=True, timeout=60,
+        env=source_env({"ATHENS_STORAGE_REDIS_ENDPOINT": f"127.0.0.1:{free_port()}"}))
+    assert result.returncode != 0
+    assert "redis" in (result.stdout + result.stderr).lower()
+    assert time.monotonic() - started < 10, result.stdout + result.stderr
