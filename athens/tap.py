@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 import tempfile
 from typing import TYPE_CHECKING
@@ -29,6 +31,7 @@ class Options(usage.Options):
         ["log-level", None, None, "debug, info, warn, error (overrides LogLevel)."],
         ["log-format", None, None, "plain or json (overrides LogFormat)."],
         ["workers", "w", None, "Processes serving the port (default: one per core; 1 with memory storage)."],
+        ["inherit-fd", None, None, "(internal) a worker serves this inherited listening socket."],
     ]
     optFlags = [
         ["worker", None, "(internal) one of several workers: bind the port with SO_REUSEPORT, start no others."],
@@ -56,7 +59,7 @@ def makeService(options: Options) -> "AthensService":
         raise usage.UsageError(f"configuration error: {e}") from None
     endpoint = options["listen"] or config.listen_endpoint()
     try:
-        workers = int(options["workers"]) if options["workers"] else default_workers(config.storage_type)
+        workers = int(options["workers"]) if options["workers"] else default_workers(config.storage_type, endpoint)
     except ValueError:
         raise usage.UsageError(f"--workers: {options['workers']!r} is not a number") from None
     if workers < 1 or (workers > 1 and config.storage_type == "memory"):
@@ -68,19 +71,33 @@ def makeService(options: Options) -> "AthensService":
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="athens-metrics-")
 
     from athens.service import AthensService
-    from athens.workers import WorkerSupervisor, shared_socket, worker_argv
+    from athens.workers import WorkerSupervisor, guard_port, shared_socket, systemd_socket, worker_argv
 
     if workers == 1 and not options["worker"]:
         return AthensService(config, storage, with_backlog(endpoint), reactor)
+    guard = inherit = None
     try:
-        sock = shared_socket(endpoint)
-    except (ValueError, OSError) as e:
+        if options["inherit-fd"]:  # a worker under socket activation
+            sock = socket.socket(fileno=int(options["inherit-fd"]))
+        elif (systemd := systemd_socket(endpoint, reactor)) is not None:
+            sock, inherit = systemd, systemd.fileno()
+        else:
+            if not options["worker"]:
+                guard = guard_port(endpoint)
+            sock = shared_socket(endpoint)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise usage.UsageError(f"{endpoint}: address already in use (another athens-py serves this port)") from None
+        raise usage.UsageError(f"{endpoint}: {e}") from None
+    except ValueError as e:
         raise usage.UsageError(f"--workers: {e}") from None
+    sock.setblocking(False)  # several processes accept from it: one that finds nothing must not block
     service = AthensService(config, storage, endpoint, reactor, adopt=(sock.fileno(), sock.family))
-    service.shared_socket = sock  # open for the service's whole life
+    service.shared_socket, service.port_guard = sock, guard  # both open for the service's whole life
     service.own_metrics_dir = metrics_dir
     if not options["worker"]:
-        WorkerSupervisor(workers - 1, worker_argv(options, endpoint), reactor).setServiceParent(service)
+        WorkerSupervisor(workers - 1, worker_argv(options, endpoint, inherit), reactor,
+                         inherit=inherit).setServiceParent(service)
     return service
 
 
@@ -91,9 +108,11 @@ def with_backlog(endpoint: str) -> str:
     return endpoint
 
 
-def default_workers(storage_type: str) -> int:
-    """One process per core, unless the storage lives in the process."""
-    return 1 if storage_type == "memory" else max(os.cpu_count() or 1, 1)
+def default_workers(storage_type: str, endpoint: str = "tcp:") -> int:
+    """One process per core, unless the storage lives in the process or the endpoint cannot be shared (TLS, Unix)."""
+    if storage_type == "memory" or not endpoint.startswith(("tcp:", "systemd:")):
+        return 1
+    return max(os.cpu_count() or 1, 1)
 
 
 def main() -> None:  # pragma: no cover - convenience for `python -m athens.tap`

@@ -2,6 +2,10 @@
 Several processes on one port: every process binds the port with
 SO_REUSEPORT, so the kernel spreads new connections over them; the parent
 serves too and keeps N-1 worker processes running, restarting any that dies.
+The parent also holds an abstract Unix socket named for the port, so that a
+second daemon on the same port fails to start instead of taking a share of
+the traffic.  Under systemd socket activation the workers share the socket
+systemd passed (inherited, as descriptor 3 + index).
 """
 
 from __future__ import annotations
@@ -38,6 +42,36 @@ def shared_socket(endpoint: str) -> socket.socket:
     return sock
 
 
+def guard_port(endpoint: str) -> socket.socket:
+    """
+    Claim ``endpoint``'s port for this daemon (SO_REUSEPORT would let a second
+    one share it); OSError EADDRINUSE if another athens-py has it.
+    """
+    m = _TCP.match(endpoint)
+    if not m:
+        raise ValueError(f"not a tcp: endpoint: {endpoint!r}")
+    guard = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        guard.bind(f"\0athens-py:tcp:{m.group('port')}")  # abstract: no file, gone with the process
+    except OSError:
+        guard.close()
+        raise
+    return guard
+
+
+def systemd_socket(endpoint: str, reactor: Any) -> socket.socket | None:
+    """The listening socket systemd passed for a ``systemd:`` endpoint; None for other endpoints."""
+    if not endpoint.startswith("systemd:"):
+        return None
+    from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+
+    # Twisted read (and removed) LISTEN_PID and LISTEN_FDS when its endpoints were imported: ask it.
+    adopted = serverFromString(reactor, endpoint)
+    if not isinstance(adopted, AdoptedStreamServerEndpoint):
+        raise ValueError(f"{endpoint!r} is not a socket systemd passed")
+    return socket.socket(fileno=adopted.fileno)
+
+
 class AdoptedPort(Service):
     """Serve a listening socket made outside Twisted's endpoints (SO_REUSEPORT)."""
 
@@ -70,9 +104,12 @@ class _Worker(ProcessProtocol):
 class WorkerSupervisor(Service):
     """Keeps ``count`` worker processes running; each binds the port itself."""
 
-    def __init__(self, count: int, argv: Sequence[str], reactor: Any, restart_delay: float = 1.0) -> None:
+    def __init__(self, count: int, argv: Sequence[str], reactor: Any, restart_delay: float = 1.0,
+                 inherit: int | None = None) -> None:
         self.count, self.argv, self.reactor = count, list(argv), reactor
         self.restart_delay = restart_delay
+        #: A listening descriptor the workers get under the same number (systemd's socket).
+        self.inherit = inherit
         self.workers: dict[int, tuple[_Worker, Any]] = {}
 
     def startService(self) -> None:  # noqa: N802
@@ -84,10 +121,11 @@ class WorkerSupervisor(Service):
         if not self.running:
             return
         proto = _Worker(self, index)
-        transport = self.reactor.spawnProcess(
-            proto, self.argv[0], self.argv, env=dict(os.environ),
-            childFDs={0: "w", 1: 1, 2: 2},
-        )
+        fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
+        if self.inherit is not None:
+            fds[self.inherit] = self.inherit
+        env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")}
+        transport = self.reactor.spawnProcess(proto, self.argv[0], self.argv, env=env, childFDs=fds)
         self.workers[index] = (proto, transport)
         log.info("worker {index} started (pid {pid})", index=index + 1, pid=transport.pid)
 
@@ -113,10 +151,12 @@ class WorkerSupervisor(Service):
         return DeferredList(waiting).addCallback(lambda _: None)
 
 
-def worker_argv(options: Any, endpoint: str) -> list[str]:
-    """The command line of a worker: this daemon's options, on the same port."""
+def worker_argv(options: Any, endpoint: str, inherit: int | None = None) -> list[str]:
+    """The command line of a worker: this daemon's options, on the same port (or the inherited socket)."""
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
             "athens", "--worker", "--listen", endpoint]
+    if inherit is not None:
+        argv += ["--inherit-fd", str(inherit)]
     for name in ("config", "storage", "storage-root", "log-level", "log-format"):
         if options[name] is not None:
             argv += [f"--{name}", options[name]]

@@ -85,3 +85,31 @@ def test_metrics_add_up_across_workers(tmp_path, seeded_root):
     finally:
         stop_cleanly(d)
     assert list(temporary.iterdir()) == [], "the metrics directory is removed at a clean stop"
+
+
+@pytest.mark.parametrize("workers", ["2", "1"])
+def test_a_second_daemon_on_the_same_port_fails_to_start(tmp_path, seeded_root, workers):
+    """Item 13 of the hardening issue: SO_REUSEPORT must not let a second daemon take a share of the traffic."""
+    import subprocess
+
+    from tests.daemon import source_env, twistd
+
+    root, _ = seeded_root
+    d = start_daemon(tmp_path / "first", "--workers", "2", "--storage", "disk", "--storage-root", str(root),
+                     env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline"})
+    try:
+        first: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(first) < 2 and time.monotonic() < deadline:
+            first |= pids_serving(d.url, 20)
+        assert len(first) == 2
+        (tmp_path / "second").mkdir()
+        second = subprocess.run(
+            [twistd(), "-n", "--pidfile=", "athens", "--listen", f"tcp:{d.port}:interface=127.0.0.1",
+             "--workers", workers, "--storage", "disk", "--storage-root", str(tmp_path / "other")],
+            cwd=tmp_path / "second", env=source_env(), capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "address already in use" in (second.stdout + second.stderr).lower(), second.stdout + second.stderr
+        assert pids_serving(d.url, 40) <= first, "only the first daemon answers"
+    finally:
+        stop_cleanly(d)
