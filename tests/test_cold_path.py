@@ -64,7 +64,7 @@ async def test_go_mod_and_info_come_at_once_and_the_zip_when_asked(tmp_path):
                 break
             await deferLater(reactor, 0.01, lambda: None)
         assert await storage.list(ERRORS) == [V]
-        assert f"/{ERRORS}/@v/{V}.zip" in upstream.seen
+        assert upstream.seen[2:] == [f"/{ERRORS}/@v/{V}.zip"], "the fill did not fetch .mod and .info again"
         seen = len(upstream.seen)
         assert (await deferToThread(rawhttp.get, port, f"/{ERRORS}/@v/{V}.mod")).status == 200
         assert len(upstream.seen) == seen, "answered from the cache"

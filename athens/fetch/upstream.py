@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from typing import Any, Callable
 
 import attrs
 import treq
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThread
@@ -43,6 +44,8 @@ from athens.storage.interface import MAX_ZIP_SIZE
 
 #: Small answers (.info, .mod, lists) larger than this are refused.
 MAX_SMALL = 16 << 20
+#: How many ``.info``/``.mod`` files an upstream fetcher remembers.
+RECENT = 4096
 
 
 def make_pool(reactor: Any, per_host: int = 10) -> HTTPConnectionPool:
@@ -124,6 +127,9 @@ class UpstreamFetcher:
     work_dir: str = ""
     #: Requests sent, by kind: observability, and tests count them.
     requests: list[str] = attrs.field(factory=list)
+    #: ``.info`` and ``.mod`` of versions fetched lately (they never change): the fill of a zip asked for
+    #: after them (the go command asks in that order) does not fetch them again.
+    _recent: OrderedDict[str, bytes] = attrs.field(factory=OrderedDict)
 
     def _url(self, module: str, kind: str, version: str = "") -> str:
         return self.url.rstrip("/") + request_path(module, kind, version)
@@ -166,16 +172,31 @@ class UpstreamFetcher:
     async def _small_get(self, url: str) -> bytes:
         return await self._get(url, lambda r: ensureDeferred(_small(r, self.reactor, self.idle_timeout)))
 
+    async def _version_file(self, module: str, version: str, kind: str) -> bytes:
+        """A canonical version's ``.info`` or ``.mod``, from :attr:`_recent` when it was fetched lately."""
+        url = self._url(module, kind, version)
+        data = self._recent.get(url)
+        if data is None:
+            data = await self._small_get(url)
+            self._recent[url] = data
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(url)
+        return data
+
     async def _info(self, module: str, version: str) -> bytes:
-        data = await self._small_get(self._url(module, "info", version))
-        return _checked_info(data, module, version if is_canonical_version(module, version) else None)
+        if is_canonical_version(module, version):
+            return _checked_info(await self._version_file(module, version, "info"), module, version)
+        return _checked_info(await self._small_get(self._url(module, "info", version)), module, None)
 
     def download(self, module: str, version: str, on_zip: OnZip | None = None) -> Deferred[Fetched]:
         return ensureDeferred(self._download(module, version, on_zip))
 
     async def _download(self, module: str, version: str, on_zip: OnZip | None = None) -> Fetched:
-        info = await self._info(module, version)
-        mod = await self._small_get(self._url(module, "mod", version))
+        info, mod = await gatherResults([ensureDeferred(self._info(module, version)),
+                                         ensureDeferred(self._version_file(module, version, "mod"))],
+                                        consumeErrors=True).addErrback(lambda f: f.value.subFailure)
         fd, path = tempfile.mkstemp(prefix="athens-upstream-", suffix=".zip", dir=self.work_dir or None)
 
         async def cleanup() -> None:
@@ -209,7 +230,7 @@ class UpstreamFetcher:
         """The ``.info`` or ``.mod`` of a version alone: the go command often needs no more (nothing is stored)."""
         if kind == "info":
             return ensureDeferred(self._info(module, version))
-        return ensureDeferred(self._small_get(self._url(module, "mod", version)))
+        return ensureDeferred(self._version_file(module, version, "mod"))
 
     def listing(self, module: str) -> Deferred[Listing]:
         return ensureDeferred(self._listing(module))
