@@ -98,6 +98,9 @@ def prepare(gomod: Path, cache_dir: Path) -> Path:
     tree = cache / "modcache/cache/download"
     if not (cache / "prepared").exists():
         seconds, _, files = download(module_dir(gomod, cache), "https://proxy.golang.org", " -modcacherw")
+        for extracted in (cache / "modcache").iterdir():  # keep only cache/ (the tree): GBs of sources otherwise
+            if extracted.name != "cache":
+                shutil.rmtree(extracted)
         (cache / "prepared").write_text(f"{gomod}\n")
         print(f"prepared {tree} from proxy.golang.org in {seconds:.1f}s: {count(files)}")
     return tree
