@@ -71,7 +71,7 @@ def makeService(options: Options) -> "AthensService":
         metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="athens-metrics-")
 
     from athens.service import AthensService
-    from athens.workers import WorkerSupervisor, guard_port, shared_socket, systemd_socket, worker_argv
+    from athens.workers import ParentWatch, WorkerSupervisor, guard_port, shared_socket, systemd_socket, worker_argv
 
     if workers == 1 and not options["worker"]:
         return AthensService(config, storage, with_backlog(endpoint), reactor)
@@ -98,6 +98,8 @@ def makeService(options: Options) -> "AthensService":
     if not options["worker"]:
         WorkerSupervisor(workers - 1, worker_argv(options, endpoint, inherit), reactor,
                          inherit=inherit).setServiceParent(service)
+    else:
+        ParentWatch(reactor).setServiceParent(service)
     return service
 
 

@@ -163,3 +163,31 @@ def worker_argv(options: Any, endpoint: str, inherit: int | None = None) -> list
     return argv
 
 
+
+
+class ParentWatch(Service):
+    """A worker stops (cleanly) when the daemon that started it is gone, killed or crashed: no orphan keeps the port."""
+
+    def __init__(self, reactor: Any, interval: float = 1.0) -> None:
+        from twisted.internet.task import LoopingCall
+
+        self.reactor, self.daemon_pid = reactor, os.getppid()
+        self.check = LoopingCall(self._check)
+        self.check.clock = reactor
+        self.interval = interval
+
+    def startService(self) -> None:  # noqa: N802 - Twisted's name
+        super().startService()
+        self.check.start(self.interval, now=False)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        if self.check.running:
+            self.check.stop()
+        return succeed(None)
+
+    def _check(self) -> None:
+        if os.getppid() != self.daemon_pid:
+            log.warn("the daemon that started this worker is gone: stopping")
+            self.check.stop()
+            self.reactor.stop()

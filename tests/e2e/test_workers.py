@@ -113,3 +113,21 @@ def test_a_second_daemon_on_the_same_port_fails_to_start(tmp_path, seeded_root, 
         assert pids_serving(d.url, 40) <= first, "only the first daemon answers"
     finally:
         stop_cleanly(d)
+
+
+def test_workers_of_a_killed_daemon_stop_by_themselves(tmp_path, seeded_root):
+    """kill -9 of the daemon: its workers must not go on serving the port as orphans."""
+    root, _ = seeded_root
+    d = start_daemon(tmp_path / "k", "--workers", "2", "--storage", "disk", "--storage-root", str(root),
+                     env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline"})
+    pids: set[int] = set()
+    deadline = time.monotonic() + 30
+    while len(pids) < 2 and time.monotonic() < deadline:
+        pids |= pids_serving(d.url, 20)
+    worker = next(p for p in pids if p != d.process.pid)
+    d.process.kill()
+    d.process.wait()
+    deadline = time.monotonic() + 15
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive(worker), "the orphaned worker still runs"
