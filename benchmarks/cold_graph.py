@@ -43,9 +43,9 @@ from athens.tap import default_workers  # noqa: E402
 from benchmarks.cache_hits import machine  # noqa: E402
 from benchmarks.hits import KINDS, log_problems, process_tree, start_nginx, stop, wait_ready  # noqa: E402
 from tests.daemon import Daemon, free_port, source_env, start_daemon  # noqa: E402
-from tests.gotool import go_env  # noqa: E402
+from tests.gotool import go_binary, go_env  # noqa: E402
 
-GO = "/usr/local/go/bin/go"
+GO = go_binary()
 FILES = (".info", ".mod", ".zip")
 KINDS_SEEN = (*FILES, "list", "other", "non-200", "repeated")
 REQUEST = re.compile(r'"[A-Z]+ (\S+) HTTP/[\d.]+" (\d{3}) ')
