@@ -145,12 +145,7 @@ async def test_redis_down_is_503_and_the_storage_reconnects(tmp_path):
 
         restarted = start_redis(tmp_path / "r", server.port, "--appendonly", "yes", "--appendfsync", "always")
         try:
-            for _ in range(300):  # txredisapi reconnects by itself (its retry delay grows up to 10 s)
-                try:
-                    await storage.ping()
-                    break
-                except StorageUnavailable:
-                    await sleep(0.1)
+            await answering_again(storage)
             assert (await served.get("/readyz"))[0] == 200
             assert (await served.get("/example.com/kept/@v/v1.0.0.info"))[0] == 200
             assert await storage.list("example.com/half") == []
@@ -249,12 +244,7 @@ async def test_redis_down_at_start_is_503_at_once_and_the_storage_connects_when_
         assert time.monotonic() - started < 1.5, "answered at once, not after a timeout"
         server = start_redis(tmp_path / "r", port)
         try:
-            for _ in range(300):  # txredisapi's back-off grows up to 10 s
-                try:
-                    await storage.ping()
-                    break
-                except StorageUnavailable:
-                    await sleep(0.1)
+            await answering_again(storage)
             assert (await served.get("/readyz"))[0] == 200
             assert (await served.get("/example.com/x/@v/v1.0.0.info"))[0] == 404
         finally:
@@ -262,3 +252,13 @@ async def test_redis_down_at_start_is_503_at_once_and_the_storage_connects_when_
     finally:
         await served.close()
         await storage.close()
+
+
+async def answering_again(storage) -> None:
+    """Until the store answers (txredisapi reconnects by itself; its retry delay grows up to 10 s)."""
+    for _ in range(300):
+        try:
+            await storage.ping()
+            return
+        except StorageUnavailable:
+            await sleep(0.1)
