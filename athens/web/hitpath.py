@@ -16,6 +16,7 @@ every answer (:meth:`Answers.clear`, polled by the service).
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import socket
@@ -403,6 +404,7 @@ class _SendFile:
             channel._idle()
 
 
+@functools.lru_cache(maxsize=1024)  # clients send the same few hosts again and again
 def _sane_host(value: bytes) -> bool:
     """A host werkzeug accepts too (labels of 1-63 letters, digits, hyphens; an optional port); else the full path."""
     host, _, port = value.rpartition(b":") if value.count(b":") == 1 else (value, b"", b"")
