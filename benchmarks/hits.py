@@ -280,6 +280,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", default="32,1000")
     p.add_argument("--workers", default=",".join(str(n) for n in sorted({1, cores})))
+    p.add_argument("--only", default="", help="measure only these kinds, comma-separated (e.g. 'zip 100kB,.info')")
     args = p.parse_args()
     started = time.monotonic()
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -288,6 +289,8 @@ def main() -> None:
     athens_bin = os.environ.get("ATHENS_BIN")
     names = [f"{s}-{w}w" for w in workers for s in ("nginx", "proxy")] + (["athens"] if athens_bin else [])
     cases = plan([int(c) for c in args.connections.split(",")], args.seconds, args.rounds, len(names))
+    if args.only:
+        cases = [(k, c) for k, c in cases if k in args.only.split(",")]
     print(f"command: {' '.join(sys.argv)}")
     print(f"machine: {machine()}; nproc {cores}; open files {hard}")
     print(f"servers: {', '.join(names)} (nginx: sendfile, access_log to a file; proxy twistd -n "

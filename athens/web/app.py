@@ -18,7 +18,8 @@ from athens.origin import Origin
 from athens.storage.interface import IStorage
 from athens.web.accesslog import AccessLog
 from athens.web.auth import BasicAuth
-from athens.web.hitpath import Answers, HitPath
+from athens.web.answers import Answers
+from athens.web.hitpath import HitPath
 from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text

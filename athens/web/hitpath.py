@@ -7,7 +7,7 @@ headers and body (for a zip on disk, the file) under the request target.
 :class:`HitChannel` sits in front of twisted.web's ``HTTPChannel`` on every
 connection: a plain ``GET``/``HEAD`` for a remembered target, with
 credentials when basic auth is on, is answered at once from those bytes
-(zips with ``sendfile``, no byte through Python); anything else, or anything
+(zips with ``sendfile``: :mod:`athens.web.sendfile`); anything else, or anything
 unusual, is handed to ``HTTPChannel`` and the Klein app unchanged, one
 request at a time, so answers keep their order.  Deletes anywhere clear
 every answer (:meth:`Answers.clear`, polled by the service).
@@ -15,86 +15,27 @@ every answer (:meth:`Answers.clear`, polled by the service).
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import re
-import socket
 import time
 from typing import Any, Callable
 
 import attrs
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.web.http import HTTPChannel, datetimeToString
-from twisted.web.server import version as server_version
-from zope.interface import implementer
 
 from athens.metrics import Metrics
 from athens.web.accesslog import AccessLog, Line
+from athens.web.answers import Answer, Answers
 from athens.web.requestid import request_id
+from athens.web.sendfile import SendFile, send
 
 #: Largest request head (and pipelined backlog) read here; more is handed over (HTTPChannel refuses it).
 MAX_HEAD = 16 << 10
 #: Requests that may carry a body (or switch protocols): only HTTPChannel knows where they end.
 _MAY_HAVE_BODY = re.compile(rb"(?i)content-length|transfer-encoding|upgrade|expect")
-#: Bytes one sendfile turn sends before it lets the reactor run other connections.
-SENDFILE_TURN = 4 << 20
-SERVER = b"Server: %s\r\n" % server_version
-
-
-@attrs.frozen
-class Answer:
-    """A 200 the full path gave: headers after the status line (no Date, id or Connection), then the body or file."""
-
-    headers: bytes
-    size: int
-    endpoint: str
-    body: bytes = b""
-    #: A local file holding exactly the body (a zip on disk): sent with sendfile.
-    path: str = ""
-    module: str = ""
-    version: str = ""
-    #: ``time.monotonic()`` after which the full path must answer again (lists); versions never change.
-    expires: float = float("inf")
-
-
-@attrs.define
-class Answers:
-    """Remembered answers by request target, bounded in bytes; cleared whenever a version is deleted."""
-
-    max_bytes: int = 64 << 20
-    _entries: dict[bytes, Answer] = attrs.field(factory=dict)
-    _size: int = 0
-
-    def get(self, target: bytes) -> Answer | None:
-        return self._entries.get(target)
-
-    def remember(self, target: bytes, content_type: bytes, endpoint: str, body: bytes = b"", path: str = "",
-                 size: int = 0, module: str = "", version: str = "", ttl: float | None = None) -> None:
-        size = size if path else len(body)
-        if len(body) > self.max_bytes // 64:
-            return
-        headers = b"Content-Type: %s\r\nContent-Length: %d\r\n%s" % (content_type, size, SERVER)
-        expires = time.monotonic() + ttl if ttl is not None else float("inf")
-        self.forget(target)
-        self._entries[target] = Answer(headers, size, endpoint, body, path, module, version, expires)
-        self._size += len(body) + len(target) + 200
-        while self._size > self.max_bytes:  # oldest first: dicts keep insertion order
-            self.forget(next(iter(self._entries)))
-
-    def forget(self, target: bytes) -> None:
-        old = self._entries.pop(target, None)
-        if old is not None:
-            self._size -= len(old.body) + len(target) + 200
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self._size = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 @attrs.define
@@ -268,7 +209,7 @@ class HitChannel(Protocol):
             self.hits.used(answer.module, answer.version)
         if fd >= 0:
             self.busy = True
-            _SendFile(self, fd, answer.size, ending).start()
+            SendFile(self.transport, self.inner, fd, answer.size, ending.sent).start()
         else:
             ending.done(sent)
         return True
@@ -304,104 +245,11 @@ class _Ending:
             return
         self.channel._after(self.keep)
 
-
-def send(transport: Any, data: bytes, more: bool = False) -> None:
-    """
-    Write at once when nothing is queued before it: Twisted's ``write``
-    would queue the bytes and wait for the next poll (two more system calls
-    a hit); what the socket does not take is queued as usual.  ``more``: a
-    file follows (TCP sends the headers with its first bytes, as nginx's
-    ``tcp_nopush`` does).
-    """
-    if _queued(transport) or not transport.connected or transport.disconnecting:
-        transport.write(data)
-        return
-    flags = socket.MSG_MORE if more and transport.socket.family != socket.AF_UNIX else 0
-    try:
-        sent = transport.socket.send(data, flags)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        transport.write(data)  # the error surfaces through the usual path
-        return
-    if sent < len(data):
-        transport.write(data[sent:])
-
-
-def _queued(transport: Any) -> bool:
-    """Whether Twisted holds bytes for this socket that have not been sent."""
-    return bool(transport.dataBuffer) or bool(transport._tempDataLen)
-
-
-@implementer(IPushProducer)
-class _SendFile:
-    """A zip from disk to the socket with sendfile(2), after the headers already in Twisted's buffer."""
-
-    def __init__(self, channel: HitChannel, fd: int, size: int, ending: _Ending) -> None:
-        self.channel, self.fd, self.size, self.ending = channel, fd, size, ending
-        self.transport = channel.transport
-        self.offset = 0
-        self.stopped = False
-        self.registered = False
-
-    def start(self) -> None:
-        if _queued(self.transport):
-            self._wait()
-        else:
-            self.resumeProducing()  # the headers went out: send at once; most zips go in one call
-
-    def _wait(self) -> None:
-        """Be called again (resumeProducing) when Twisted's buffer is empty and the socket writable."""
-        if not self.registered:
-            self.registered = True
-            inner = self.channel.inner
-            self.saved_timeout = inner.setTimeout(None)  # as HTTPChannel does while it answers
-            inner.registerProducer(self, True)  # HTTPChannel is the transport's producer: it passes calls on
-        self.transport.producerPaused = True  # the transport resumes a paused streaming producer when drained
-        self.transport.startWriting()
-
-    def resumeProducing(self) -> None:  # noqa: N802 - Twisted's name
-        if self.stopped:
-            return
-        turn = 0
-        while self.offset < self.size:
-            try:
-                n = os.sendfile(self.transport.fileno(), self.fd, self.offset, min(self.size - self.offset, 1 << 20))
-            except BlockingIOError:
-                self._wait()
-                return
-            except OSError as e:
-                self._end("client left" if e.errno in (errno.EPIPE, errno.ECONNRESET) else f"sendfile: {e.strerror}")
-                self.transport.abortConnection()
-                return
-            if n == 0:
-                self._end("the zip on disk is shorter than its size")
-                self.transport.abortConnection()
-                return
-            self.offset += n
-            turn += n
-            if turn >= SENDFILE_TURN:
-                self._wait()  # let other connections have the reactor
-                return
-        self._end("")
-
-    def pauseProducing(self) -> None:  # noqa: N802
-        pass  # nothing of ours sits in Twisted's buffer: we only send when it is empty
-
-    def stopProducing(self) -> None:  # noqa: N802
-        if not self.stopped:
-            self._end("client left")
-
-    def _end(self, broken: str) -> None:
-        self.stopped = True
-        os.close(self.fd)
-        channel = self.channel
-        if channel.connected and self.registered:
-            channel.inner.unregisterProducer()
-            channel.inner.setTimeout(self.saved_timeout)
-        self.ending.done(self.offset, broken)
-        if not broken and channel.connected:
-            channel._idle()
+    def sent(self, size: int, broken: str) -> None:
+        """A file is out (:class:`SendFile`): then the requests that waited."""
+        self.done(size, broken)
+        if not broken and self.channel.connected:
+            self.channel._idle()
 
 
 @functools.lru_cache(maxsize=1024)  # clients send the same few hosts again and again

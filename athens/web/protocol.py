@@ -40,7 +40,7 @@ from athens.module import (
 from athens.origin import Origin
 from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
-from athens.web.hitpath import Answers
+from athens.web.answers import Answers
 from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, abort, body, text
 from athens.web.streaming import write_stream

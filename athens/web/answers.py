@@ -1,0 +1,70 @@
+"""
+The answers the hit path replays: what the full path gave with 200, by request target.
+
+Only the protocol handlers add to it (:meth:`Answers.remember`), after Klein
+decided the answer; the hit path reads it.  Bounded in bytes (a zip on disk
+is remembered as its file name), and cleared whenever a version is deleted
+anywhere (the service polls the store's deletions token).
+"""
+
+from __future__ import annotations
+
+import time
+
+import attrs
+from twisted.web.server import version as server_version
+
+SERVER = b"Server: %s\r\n" % server_version
+
+
+@attrs.frozen
+class Answer:
+    """A 200 the full path gave: headers after the status line (no Date, id or Connection), then the body or file."""
+
+    headers: bytes
+    size: int
+    endpoint: str
+    body: bytes = b""
+    #: A local file holding exactly the body (a zip on disk): sent with sendfile.
+    path: str = ""
+    module: str = ""
+    version: str = ""
+    #: ``time.monotonic()`` after which the full path must answer again (lists); versions never change.
+    expires: float = float("inf")
+
+
+@attrs.define
+class Answers:
+    """Remembered answers by request target, bounded in bytes; cleared whenever a version is deleted."""
+
+    max_bytes: int = 64 << 20
+    _entries: dict[bytes, Answer] = attrs.field(factory=dict)
+    _size: int = 0
+
+    def get(self, target: bytes) -> Answer | None:
+        return self._entries.get(target)
+
+    def remember(self, target: bytes, content_type: bytes, endpoint: str, body: bytes = b"", path: str = "",
+                 size: int = 0, module: str = "", version: str = "", ttl: float | None = None) -> None:
+        size = size if path else len(body)
+        if len(body) > self.max_bytes // 64:
+            return
+        headers = b"Content-Type: %s\r\nContent-Length: %d\r\n%s" % (content_type, size, SERVER)
+        expires = time.monotonic() + ttl if ttl is not None else float("inf")
+        self.forget(target)
+        self._entries[target] = Answer(headers, size, endpoint, body, path, module, version, expires)
+        self._size += len(body) + len(target) + 200
+        while self._size > self.max_bytes:  # oldest first: dicts keep insertion order
+            self.forget(next(iter(self._entries)))
+
+    def forget(self, target: bytes) -> None:
+        old = self._entries.pop(target, None)
+        if old is not None:
+            self._size -= len(old.body) + len(target) + 200
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
