@@ -9,6 +9,7 @@ anywhere (the service polls the store's deletions token).
 
 from __future__ import annotations
 
+import os
 import time
 
 import attrs
@@ -38,11 +39,31 @@ class Answers:
     """Remembered answers by request target, bounded in bytes; cleared whenever a version is deleted."""
 
     max_bytes: int = 64 << 20
+    #: Zip files kept open (a request takes a duplicate: no path walk per hit), the oldest closed beyond this.
+    max_files: int = 256
     _entries: dict[bytes, Answer] = attrs.field(factory=dict)
     _size: int = 0
+    _files: dict[str, int] = attrs.field(factory=dict)
 
     def get(self, target: bytes) -> Answer | None:
         return self._entries.get(target)
+
+    def open(self, path: str) -> int:
+        """A descriptor of a remembered file for one answer (the caller closes it); OSError once it is deleted."""
+        fd = self._files.get(path)
+        if fd is None:
+            fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            while len(self._files) > self.max_files:
+                self._close(next(iter(self._files)))
+        elif os.fstat(fd).st_nlink == 0:  # deleted (storage renames a version away, then removes it)
+            self._close(path)
+            raise FileNotFoundError(path)
+        return os.dup(fd)
+
+    def _close(self, path: str) -> None:
+        fd = self._files.pop(path, None)
+        if fd is not None:
+            os.close(fd)
 
     def remember(self, target: bytes, content_type: bytes, endpoint: str, body: bytes = b"", path: str = "",
                  size: int = 0, module: str = "", version: str = "", ttl: float | None = None) -> None:
@@ -61,10 +82,13 @@ class Answers:
         old = self._entries.pop(target, None)
         if old is not None:
             self._size -= len(old.body) + len(target) + 200
+            self._close(old.path)  # (another target naming the same file opens it again)
 
     def clear(self) -> None:
         self._entries.clear()
         self._size = 0
+        for path in list(self._files):
+            self._close(path)
 
     def __len__(self) -> int:
         return len(self._entries)

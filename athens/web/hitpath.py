@@ -16,7 +16,6 @@ every answer (:meth:`Answers.clear`, polled by the service).
 from __future__ import annotations
 
 import functools
-import os
 import re
 import time
 from typing import Any, Callable
@@ -187,7 +186,7 @@ class HitChannel(Protocol):
         fd = -1
         if answer.path and method == b"GET":
             try:
-                fd = os.open(answer.path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = self.hits.answers.open(answer.path)
             except OSError:
                 self.hits.answers.forget(target)  # deleted: the full path says what is true now
                 return False
