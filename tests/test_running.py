@@ -97,3 +97,30 @@ def test_lines_logged_while_a_request_runs_carry_its_id():
     first, second = stream.getvalue().splitlines()
     assert "[req-7] fetching example.com/m@v1.0.0" in first
     assert "[" not in second.split("]", 1)[1].split("outside")[0].strip("# ")
+
+
+def test_retries_of_a_store_that_is_down_are_logged_once_a_minute_per_endpoint():
+    """Item 14 of the hardening issue: ten pooled connections retrying must not fill the log."""
+    from twisted.internet.task import Clock
+
+    from athens.logs import QuietRetries
+
+    clock = Clock()
+    stream = io.StringIO()
+    publisher = LogPublisher(make_observer("info", "plain", stream))
+    quiet = QuietRetries(clock=clock.seconds)
+    log = Logger(namespace="twisted.application.internet.ClientService", observer=publisher)
+    lines = []
+    for second in range(130):
+        clock.advance(1)
+        for endpoint in ("redis-a:6379", "redis-b:6379"):
+            event = {"log_format": "Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.",
+                     "endpoint": endpoint}
+            if quiet(event).name != "no":
+                lines.append((second, endpoint))
+            log.info("Scheduling retry {attempt} to connect {endpoint} in {delay} seconds.", attempt=second,
+                     endpoint=endpoint, delay=1)
+    assert [s for s, e in lines if e == "redis-a:6379"] == [0, 60, 120]
+    assert [s for s, e in lines if e == "redis-b:6379"] == [0, 60, 120]
+    # The daemon's own observer: 260 retries within the same minute, one line per endpoint.
+    assert len(stream.getvalue().splitlines()) == 2, stream.getvalue()
