@@ -38,6 +38,16 @@ def _version_files(version: str) -> tuple[str, str, str]:
     return ("go.mod", "source.zip", version + ".info")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Read once at import (reading it means setting it, which is not safe once threads run).
+_UMASK = _umask()
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -163,6 +173,9 @@ class DiskStorage:
             return False
         tmp = await deferToThread(tempfile.mkdtemp, prefix="save-", dir=os.path.join(self.root, TMP_DIR))
         try:
+            # mkdtemp makes 0700; a version directory gets what the umask allows (0755 by default, as in
+            # Athens), so that a backup job or nginx can read the store.
+            await deferToThread(os.chmod, tmp, 0o777 & ~_UMASK)
             await deferToThread(self._write_small, tmp, version, info, mod)
             f = await deferToThread(open, os.path.join(tmp, "source.zip"), "wb")
             try:

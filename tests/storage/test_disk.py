@@ -95,3 +95,17 @@ def test_paths_outside_the_root_are_refused_even_unvalidated(tmp_path):
     for module in ("../outside", "a/../../outside", TMP_DIR):
         with pytest.raises(StorageError):
             storage._module_dir(module)
+
+
+@pytest_twisted.ensureDeferred
+async def test_version_directories_follow_the_umask_like_athens(tmp_path):
+    """Item 24 of the hardening issue: not 0700 whatever the umask (a backup job or nginx must read the store)."""
+    import stat
+
+    from athens.storage.disk import _UMASK
+
+    storage = DiskStorage(str(tmp_path))
+    await storage.save("example.com/m", "v1.0.0", b"{}", b"module m\n", once(b"zip"))
+    vdir = tmp_path / "example.com" / "m" / "v1.0.0"
+    assert stat.S_IMODE(os.stat(vdir).st_mode) == 0o777 & ~_UMASK
+    assert stat.S_IMODE(os.stat(vdir / "source.zip").st_mode) == 0o666 & ~_UMASK
