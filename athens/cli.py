@@ -16,9 +16,11 @@ from typing import IO, Sequence
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
 
+from athens import __version__
 from athens.config import STORAGE_TYPES, ConfigError, load
 from athens.importer import Report, import_cache
 from athens.maintenance import everything, verify_version
+from athens.module import InvalidInput, check_path, check_version
 from athens.modzip import InvalidZip
 from athens.storage.factory import open_storage
 from athens.storage.interface import IStorage, NotFound, StorageError
@@ -53,6 +55,7 @@ class ProgressBar:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="athens-admin", description="athens-py administration commands")
+    p.add_argument("--version", action="version", version=f"athens-admin (athens-py) {__version__}")
     p.add_argument("--config", "-c", help="TOML configuration file (Athens' format)")
     p.add_argument("--storage", choices=STORAGE_TYPES, help="storage type (overrides StorageType)")
     p.add_argument("--storage-root", help="disk storage directory (overrides Storage.Disk.RootPath)")
@@ -106,6 +109,13 @@ async def _delete(args: argparse.Namespace, storage: IStorage) -> int:
     for target in args.targets:
         module, _, version = target.rpartition("@")
         try:
+            check_path(module)
+            check_version(module, version)
+        except InvalidInput as e:
+            missing += 1
+            print(f"not module@version: {target!r} ({e})", file=sys.stderr)
+            continue
+        try:
             await storage.delete(module, version)
             print(f"deleted {target}")
         except NotFound:
@@ -115,8 +125,14 @@ async def _delete(args: argparse.Namespace, storage: IStorage) -> int:
 
 
 async def _copy(args: argparse.Namespace, storage: IStorage) -> int:
+    if not (args.to_config or args.to_storage or args.to_storage_root):
+        print("athens-admin copy: name the target (--to-config, --to-storage, --to-storage-root)", file=sys.stderr)
+        return 2
     target_config = load(args.to_config, environ={},
                          overrides={"storage_type": args.to_storage, "disk_root": args.to_storage_root})
+    if target_config.storage_type == "memory":
+        print("athens-admin copy: a memory store ends with this command: nothing would be kept", file=sys.stderr)
+        return 2
     target = open_storage(target_config)
     items = [item async for item in everything(storage)]
     bar = ProgressBar(sys.stderr)

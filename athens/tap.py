@@ -24,18 +24,36 @@ class Options(usage.Options):
         "(--config, or ./athens.toml), then ATHENS_* environment variables, then these options."
     )
     optParameters = [
-        ["config", "c", None, "TOML configuration file (Athens' format)."],
-        ["listen", "l", None, "Twisted endpoint to listen on, e.g. tcp:3000 (overrides Port)."],
-        ["storage", "s", None, f"Storage type: {', '.join(STORAGE_TYPES)} (overrides StorageType)."],
-        ["storage-root", None, None, "Disk storage directory (overrides Storage.Disk.RootPath)."],
-        ["log-level", None, None, "debug, info, warn, error (overrides LogLevel)."],
-        ["log-format", None, None, "plain or json (overrides LogFormat)."],
-        ["workers", "w", None, "Processes serving the port (default: one per core; 1 with memory storage)."],
-        ["inherit-fd", None, None, "(internal) a worker serves this inherited listening socket."],
+        ["config", "c", None, "TOML configuration file in Athens' format [default: ./athens.toml if present]."],
+        ["listen", "l", None, "Twisted endpoint to listen on, e.g. tcp:3000 (overrides Port) [default: tcp:3000]."],
+        ["storage", "s", None, f"Storage type: {', '.join(STORAGE_TYPES)} (overrides StorageType) [default: disk]."],
+        ["storage-root", None, None, "Disk storage directory (overrides Storage.Disk.RootPath) "
+                                     "[default: $XDG_DATA_HOME/athens-py/storage]."],
+        ["log-level", None, None, "debug, info, warn, error (overrides LogLevel) [default: info]."],
+        ["log-format", None, None, "plain or json (overrides LogFormat) [default: plain]."],
+        ["workers", "w", None, "Processes serving the port [default: one per core; 1 with memory storage or an "
+                               "ssl: or unix: endpoint]."],
     ]
-    optFlags = [
-        ["worker", None, "(internal) one of several workers: bind the port with SO_REUSEPORT, start no others."],
-    ]
+
+    def opt_version(self) -> None:  # noqa: N802 - Twisted's name
+        """Print athens-py's version (and Twisted's) and exit."""
+        from twisted import __version__ as twisted_version
+
+        from athens import __version__
+
+        print(f"athens-py {__version__} (Twisted {twisted_version})")
+        sys.exit(0)
+
+    def postOptions(self) -> None:  # noqa: N802
+        # Set by the daemon for the processes it starts (never by an operator): not options, so not in --help.
+        self["worker"] = bool(os.environ.get(WORKER_ENV))
+        self["inherit-fd"] = os.environ.get(INHERIT_ENV) or None
+
+
+#: A worker process: bind the port with SO_REUSEPORT, start no others (set by the daemon for its workers).
+WORKER_ENV = "TWISTD_ATHENS_WORKER"
+#: A worker serves this inherited listening descriptor (systemd's socket).
+INHERIT_ENV = "TWISTD_ATHENS_INHERIT_FD"
 
 
 def makeService(options: Options) -> "AthensService":
@@ -96,7 +114,7 @@ def makeService(options: Options) -> "AthensService":
     service.shared_socket, service.port_guard = sock, guard  # both open for the service's whole life
     service.own_metrics_dir = metrics_dir
     if not options["worker"]:
-        WorkerSupervisor(workers - 1, worker_argv(options, endpoint, inherit), reactor,
+        WorkerSupervisor(workers - 1, worker_argv(options, endpoint), reactor,
                          inherit=inherit).setServiceParent(service)
     else:
         ParentWatch(reactor).setServiceParent(service)

@@ -124,7 +124,12 @@ class WorkerSupervisor(Service):
         fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
         if self.inherit is not None:
             fds[self.inherit] = self.inherit
+        from athens.tap import INHERIT_ENV, WORKER_ENV
+
         env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")}
+        env[WORKER_ENV] = "1"
+        if self.inherit is not None:
+            env[INHERIT_ENV] = str(self.inherit)
         transport = self.reactor.spawnProcess(proto, self.argv[0], self.argv, env=env, childFDs=fds)
         self.workers[index] = (proto, transport)
         log.info("worker {index} started (pid {pid})", index=index + 1, pid=transport.pid)
@@ -151,12 +156,10 @@ class WorkerSupervisor(Service):
         return DeferredList(waiting).addCallback(lambda _: None)
 
 
-def worker_argv(options: Any, endpoint: str, inherit: int | None = None) -> list[str]:
-    """The command line of a worker: this daemon's options, on the same port (or the inherited socket)."""
+def worker_argv(options: Any, endpoint: str) -> list[str]:
+    """The command line of a worker: this daemon's options, on the same port (the environment says it is a worker)."""
     argv = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-            "athens", "--worker", "--listen", endpoint]
-    if inherit is not None:
-        argv += ["--inherit-fd", str(inherit)]
+            "athens", "--listen", endpoint]
     for name in ("config", "storage", "storage-root", "log-level", "log-format"):
         if options[name] is not None:
             argv += [f"--{name}", options[name]]
