@@ -151,6 +151,8 @@ class AthensService(MultiService):
                                     clock=reactor)
         #: A Prometheus multiprocess directory this daemon made (several workers), removed at the stop.
         self.own_metrics_dir = ""
+        #: One of the daemon's worker processes: it logs nothing the daemon itself says.
+        self.is_worker = False
         self.cached = CachedStorage(storage, reactor.seconds)
         self.site = make_site(self.cached, reactor, self.origin, config.redirect_code,
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
@@ -194,14 +196,21 @@ class AthensService(MultiService):
     def startService(self) -> None:
         super().startService()
         self.flushing.start(1.0, now=True)
+        if self.is_worker:
+            log.debug("worker serving on {endpoint}", endpoint=self.endpoint)
+            return  # the daemon itself says it all, once
         for note in self.config.notes:
             log.info("{note}", note=note)
+        config = self.config
+        where = f" in {config.disk_root}" if self.storage.name == "disk" else ""
+        verify = (f"checked against {config.sum_dbs[0]}" if config.verify_checksums and config.sum_dbs
+                  else "not checked against a checksum database")
         log.info(
-            "athens-py {version} serving {storage} storage on {endpoint}",
-            version=__version__,
-            storage=self.storage.name,
-            endpoint=self.endpoint,
-            root=self.config.disk_root if self.storage.name == "disk" else None,
+            "athens-py {version} serving {storage} storage{where} on {endpoint}; origins: GOPROXY={goproxy}; "
+            "upstream modules {verify}",
+            version=__version__, storage=self.storage.name, where=where, endpoint=self.endpoint,
+            goproxy=goproxy_of(config.go_env), verify=verify,
+            root=config.disk_root if self.storage.name == "disk" else None,
         )
 
     def stopService(self) -> Deferred[None]:

@@ -117,6 +117,7 @@ def makeService(options: Options) -> "AthensService":
         WorkerSupervisor(workers - 1, worker_argv(options, endpoint), reactor,
                          inherit=inherit).setServiceParent(service)
     else:
+        service.is_worker = True
         ParentWatch(reactor).setServiceParent(service)
     return service
 

@@ -24,7 +24,7 @@ from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLo
 from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool, ResponseDone, ResponseFailed
+from twisted.web.client import HTTPConnectionPool, ResponseDone, ResponseFailed, _HTTP11ClientFactory
 from twisted.web.error import InfiniteRedirection, RedirectWithNoLocation
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
@@ -48,8 +48,15 @@ MAX_SMALL = 16 << 20
 RECENT = 4096
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    """Each new upstream connection would log "Starting factory ..." at info."""
+
+    noisy = False
+
+
 def make_pool(reactor: Any, per_host: int = 10) -> HTTPConnectionPool:
     pool = HTTPConnectionPool(reactor, persistent=True)
+    pool._factory = _QuietFactory
     pool.maxPersistentPerHost = per_host
     pool.cachedConnectionTimeout = 120
     return pool

@@ -50,6 +50,7 @@ def test_go_downloads_through_a_chain_and_both_cache(tmp_path, downstream, filli
         assert stored.is_file(), proxy.log.parent
     assert fetches(filling, f"{CHAIN}@v1.1.0") == 1  # git, once, at the far end
     assert "running mod download" not in downstream.logs()
+    assert "Starting factory" not in downstream.logs()  # no line a new upstream connection
 
 
 def test_lists_come_from_the_upstream(tmp_path, downstream):

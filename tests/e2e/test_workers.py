@@ -82,6 +82,9 @@ def test_metrics_add_up_across_workers(tmp_path, seeded_root):
         counted = float(version_lines[0].split()[-1])
         # every /version answered, by either process, is in one total
         assert counted == asked, text
+        started = [line for line in d.logs().splitlines() if " serving disk storage in " in line]
+        assert len(started) == 1, started  # the daemon says it once, not once a worker
+        assert str(root) in started[0] and "GOPROXY=direct" in started[0] and "checked against" in started[0]
     finally:
         stop_cleanly(d)
     assert list(temporary.iterdir()) == [], "the metrics directory is removed at a clean stop"
