@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 import tempfile
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.python import usage
 
@@ -56,32 +56,56 @@ WORKER_ENV = "TWISTD_ATHENS_WORKER"
 INHERIT_ENV = "TWISTD_ATHENS_INHERIT_FD"
 
 
+class StartError(Exception):
+    """Why the daemon cannot start, in the words of what the operator wrote."""
+
+
 def makeService(options: Options) -> "AthensService":
+    """The service twistd runs; a mistake in the configuration is one line on stderr and exit status 1."""
+    try:
+        return _make_service(options)
+    except ConfigError as e:
+        message = f"configuration error: {e}"
+    except StartError as e:
+        message = str(e)
+    print(f"twistd athens: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _check_endpoint(endpoint: str, named_by: str, reactor: Any) -> None:
+    """A listening endpoint that parses (an unknown type or a bad port is refused before anything starts)."""
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, endpoint)
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise StartError(f"{named_by} {endpoint!r}: {e}") from None
+
+
+def _make_service(options: Options) -> "AthensService":
     from twisted.internet import reactor
 
     from athens.storage.factory import open_storage
 
-    try:
-        config = load(
-            options["config"],
-            overrides={
-                "storage_type": options["storage"],
-                "disk_root": options["storage-root"],
-                "log_level": options["log-level"],
-                "log_format": options["log-format"],
-            },
-        )
-        storage = open_storage(config, reactor)
-    except ConfigError as e:
-        # twistd prints a usage error with our message and exits non-zero.
-        raise usage.UsageError(f"configuration error: {e}") from None
+    config = load(
+        options["config"],
+        overrides={
+            "storage_type": options["storage"],
+            "disk_root": options["storage-root"],
+            "log_level": options["log-level"],
+            "log_format": options["log-format"],
+        },
+    )
+    storage = open_storage(config, reactor)
     endpoint = options["listen"] or config.listen_endpoint()
+    if not options["inherit-fd"]:
+        _check_endpoint(endpoint, "--listen" if options["listen"] else "Port (or UnixSocket, TLS files)", reactor)
     try:
         workers = int(options["workers"]) if options["workers"] else default_workers(config.storage_type, endpoint)
     except ValueError:
-        raise usage.UsageError(f"--workers: {options['workers']!r} is not a number") from None
+        raise StartError(f"--workers: {options['workers']!r} is not a number") from None
     if workers < 1 or (workers > 1 and config.storage_type == "memory"):
-        raise usage.UsageError("--workers: at least 1, and only 1 with memory storage (nothing would be shared)")
+        raise StartError("--workers: at least 1, and only 1 with memory storage (nothing would be shared)")
     metrics_dir = ""
     if (workers > 1 or options["worker"]) and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Several processes count into files they all read (set before prometheus_client is imported;
@@ -105,10 +129,10 @@ def makeService(options: Options) -> "AthensService":
             sock = shared_socket(endpoint)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise usage.UsageError(f"{endpoint}: address already in use (another athens-py serves this port)") from None
-        raise usage.UsageError(f"{endpoint}: {e}") from None
+            raise StartError(f"{endpoint}: address already in use (another athens-py serves this port)") from None
+        raise StartError(f"{endpoint}: {e}") from None
     except ValueError as e:
-        raise usage.UsageError(f"--workers: {e}") from None
+        raise StartError(f"--workers {workers} needs a tcp: or systemd: endpoint, not {endpoint!r} ({e})") from None
     sock.setblocking(False)  # several processes accept from it: one that finds nothing must not block
     service = AthensService(config, storage, endpoint, reactor, adopt=(sock.fileno(), sock.family))
     service.shared_socket, service.port_guard = sock, guard  # both open for the service's whole life

@@ -9,6 +9,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from twisted.logger import Logger, LogPublisher
 
 from athens.logs import make_observer
@@ -124,3 +126,20 @@ def test_retries_of_a_store_that_is_down_are_logged_once_a_minute_per_endpoint()
     assert [s for s, e in lines if e == "redis-b:6379"] == [0, 60, 120]
     # The daemon's own observer: 260 retries within the same minute, one line per endpoint.
     assert len(stream.getvalue().splitlines()) == 2, stream.getvalue()
+
+
+@pytest.mark.parametrize("args, env, words", [
+    (["--listen", "foo:bar"], {}, "--listen 'foo:bar': Unknown endpoint type"),
+    (["--listen", "tcp:notaport"], {}, "--listen 'tcp:notaport'"),
+    (["--workers", "x"], {}, "--workers: 'x' is not a number"),
+    ([], {"ATHENS_LOG_LEVEL": "bogus"}, "ATHENS_LOG_LEVEL: 'bogus'"),
+    ([], {"ATHENS_SUM_DBS": "https://sum.example.com"}, "no key is known for the checksum database"),
+    (["--listen", "unix:/tmp/x.sock", "--workers", "2"], {}, "--workers 2 needs a tcp: or systemd: endpoint"),
+])
+def test_start_up_errors_are_one_clear_line(tmp_path, args, env, words):
+    """Item 20 of the hardening issue: what the operator wrote, in one line, exit status 1, no traceback."""
+    result = subprocess.run([twistd(), "-n", "--pidfile=", "athens", "--storage-root", str(tmp_path / "s"), *args],
+                            cwd=tmp_path, env=source_env(env), capture_output=True, text=True, timeout=60)
+    output = (result.stdout + result.stderr).strip()
+    assert result.returncode == 1, output
+    assert output.count("\n") == 0 and words in output and "Traceback" not in output, output
