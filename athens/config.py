@@ -17,6 +17,9 @@ from typing import Any, Callable, Mapping
 
 import attrs
 
+from athens.athenskeys import ENV_VARS as ATHENS_ENV_VARS
+from athens.athenskeys import is_athens_key
+
 STORAGE_TYPES = ("memory", "disk", "redis", "postgres")
 SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel")
 #: Athens storage types this proxy does not implement: named so the error can say so.
@@ -105,6 +108,8 @@ class Config:
         return self.redis_endpoint, self.redis_storage_password or self.redis_password
     #: Where the values came from and what was ignored, for the start-up log.
     notes: tuple[str, ...] = ()
+    #: Names in the file or the environment that nobody reads: logged as warnings, one a name.
+    warnings: tuple[str, ...] = ()
 
     def listen_endpoint(self) -> str:
         """The Twisted endpoint string for ``Port`` / ``UnixSocket``, with TLS when both TLS files are set."""
@@ -332,13 +337,6 @@ KEYS: tuple[Key, ...] = (
         "sentinel_password", _string),
 )
 
-#: Athens' other top-level keys: accepted so an Athens file loads, reported as not (yet) used.
-ATHENS_KEYS = frozenset(
-    """GoEnv ProtocolWorkers BuffaloLogLevel CloudRuntime EnablePprof PprofPort TraceExporterURL
-    TraceExporter StatsExporter HomeTemplatePath ForceSSL SingleFlight Storage IndexType Index""".split()
-)
-
-
 def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     node: Any = table
     for part in path:
@@ -358,16 +356,22 @@ def _leaves(table: Mapping[str, Any], path: tuple[str, ...] = ()) -> list[tuple[
     return found
 
 
-def _unused_keys(table: Mapping[str, Any]) -> list[str]:
+def _unused_keys(table: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Athens keys this version does not use, and keys that are nobody's (typos), sections included."""
     used = {k.toml for k in KEYS}
-    notes = []
+    unused, typos = [], []
     for leaf in _leaves(table):
         if leaf in used:
             continue
         name = ".".join(leaf)
-        notes.append(name if leaf[0] in ATHENS_KEYS or leaf[0] in {k.toml[0] for k in KEYS}
-                     else f"{name} (not an Athens key either: a typo?)")
-    return notes
+        (unused if is_athens_key(name) else typos).append(name)
+    return unused, typos
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``ATHENS_*`` variables that neither this proxy nor Athens reads."""
+    ours = {env for k in KEYS for env in k.env}
+    return sorted(v for v in environ if v.startswith("ATHENS_") and v not in ours and v not in ATHENS_ENV_VARS)
 
 
 def load(
@@ -382,6 +386,7 @@ def load(
     """
     environ = os.environ if environ is None else environ
     notes: list[str] = []
+    warnings: list[str] = []
     table: Mapping[str, Any] = {}
     if path is None and os.path.isfile("athens.toml"):
         path = "athens.toml"
@@ -394,9 +399,14 @@ def load(
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path}: {e}") from None
         notes.append(f"configuration file: {path}")
-        ignored = _unused_keys(table)
-        if ignored:
-            notes.append("keys accepted but not used by this version: " + ", ".join(ignored))
+        unused, typos = _unused_keys(table)
+        if unused:
+            sections = sorted({name.split(".", 1)[0] for name in unused})
+            notes.append(f"{len(unused)} Athens keys are accepted but not used by this version (in: "
+                         f"{', '.join(sections)})")
+        warnings += [f"{path}: {name} is not a key of athens-py or Athens (a typo?): ignored" for name in typos]
+    warnings += [f"{name} is not a variable athens-py or Athens reads (a typo?): ignored"
+                 for name in _unknown_variables(environ)]
 
     values: dict[str, Any] = {}
     for key in KEYS:
@@ -411,4 +421,4 @@ def load(
         if raw is not None:
             key = next(k for k in KEYS if k.attr == attr)
             values[attr] = key.parse("--" + attr.replace("_", "-"), raw)
-    return Config(**values, notes=tuple(notes))
+    return Config(**values, notes=tuple(notes), warnings=tuple(warnings))

@@ -201,6 +201,8 @@ class AthensService(MultiService):
             return  # the daemon itself says it all, once
         for note in self.config.notes:
             log.info("{note}", note=note)
+        for warning in self.config.warnings:
+            log.warn("{warning}", warning=warning)
         config = self.config
         where = f" in {config.disk_root}" if self.storage.name == "disk" else ""
         verify = (f"checked against {config.sum_dbs[0]}" if config.verify_checksums and config.sum_dbs

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 from athens.config import ConfigError, load, port_to_endpoint
@@ -25,8 +27,8 @@ def test_athens_config_dev_toml_loads():
     assert config.log_level == "debug"
     assert config.disk_root == "/path/on/disk"
     assert config.listen_endpoint() == "tcp:3000"
-    ignored = " ".join(config.notes)
-    assert "StatsExporter" in ignored and "Storage.S3.Bucket" in ignored
+    assert "Athens keys are accepted but not used by this version (in: " in " ".join(config.notes)
+    assert config.warnings == ()
     assert config.go_env == ("GOPROXY=direct",) and config.global_endpoint == "http://localhost:3001"
 
 
@@ -95,9 +97,25 @@ def test_unreadable_and_malformed_files(tmp_path):
 
 def test_unknown_keys_are_reported(tmp_path):
     config = load(write(tmp_path, 'Prot = ":3000"\nStatsExporter = ""\n'), environ={})
-    notes = " ".join(config.notes)
-    assert "Prot (not an Athens key either: a typo?)" in notes
-    assert "StatsExporter" in notes
+    assert [w for w in config.warnings if "Prot " in w] and "1 Athens keys are accepted" in " ".join(config.notes)
+
+
+def test_typos_are_one_warning_a_name_and_athens_own_keys_none(tmp_path):
+    """Item 21 of the hardening issue: sections included, unknown ATHENS_* variables too, one warning each."""
+    text = ('TraceSamplingFraction = 0.5\nTLSCertFile = ""\n[Storage.Disk]\nRootPth = "/x"\n'
+            '[Storage.S3]\nRegion = "eu"\nRegoin = "eu"\n[Index.Postgres.Params]\nsslmode = "disable"\n')
+    config = load(write(tmp_path, text), environ={"ATHENS_TRACE_EXPORTER": "", "ATHENS_STORGE_TYPE": "disk",
+                                                  "ATHENS_STORAGE_REDIS_ENDPOINT": "x:1"})
+    assert sorted(w.split(": ", 1)[1].split(" ")[0] for w in config.warnings if w.startswith(str(tmp_path))) == [
+        "Storage.Disk.RootPth", "Storage.S3.Regoin"]
+    assert [w for w in config.warnings if w.startswith("ATHENS_")] == [
+        "ATHENS_STORGE_TYPE is not a variable athens-py or Athens reads (a typo?): ignored"]
+    assert all(len(note) < 300 for note in config.notes)
+
+
+def test_athens_own_configuration_file_loads_without_a_warning():
+    config = load(str(Path(__file__).parent / "data" / "athens-config.dev.toml"), environ={})
+    assert config.warnings == ()
 
 
 @pytest.mark.parametrize(

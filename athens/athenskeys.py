@@ -1,0 +1,58 @@
+"""
+Every configuration name Athens reads (its config.dev.toml keys and ``envconfig`` variables):
+an Athens file loads here unchanged, and a name that is in neither list is a typo worth a warning.
+"""
+
+from __future__ import annotations
+
+#: Dotted TOML keys; ``Index.*.Params`` tables hold free-form driver parameters.
+TOML_KEYS = frozenset("""
+GoBinary GoEnv GoBinaryEnvVars GoGetWorkers GoGetDir ProtocolWorkers LogLevel LogFormat CloudRuntime EnablePprof
+PprofPort FilterFile RobotsFile Timeout StashTimeout StorageType Port UnixSocket GlobalEndpoint BasicAuthUser
+BasicAuthPass HomeTemplatePath ForceSSL ValidatorHook PathPrefix NETRCPath GithubToken HGRCPath TraceExporter
+TraceExporterURL TraceSamplingFraction StatsExporter SumDBs NoSumPatterns DownloadMode NetworkMode DownloadURL
+SingleFlightType IndexType ShutdownTimeout TLSCertFile TLSKeyFile
+SingleFlight.Etcd.Endpoints SingleFlight.Redis.Endpoint SingleFlight.Redis.Password SingleFlight.Redis.Cluster
+SingleFlight.Redis.LockConfig.TTL SingleFlight.Redis.LockConfig.Timeout SingleFlight.Redis.LockConfig.MaxRetries
+SingleFlight.RedisSentinel.Endpoints SingleFlight.RedisSentinel.MasterName SingleFlight.RedisSentinel.SentinelPassword
+SingleFlight.RedisSentinel.DB SingleFlight.RedisSentinel.RedisUsername SingleFlight.RedisSentinel.RedisPassword
+SingleFlight.RedisSentinel.LockConfig.TTL SingleFlight.RedisSentinel.LockConfig.Timeout
+SingleFlight.RedisSentinel.LockConfig.MaxRetries SingleFlight.GCP.StaleThreshold
+Storage.CDN.Endpoint Storage.Disk.RootPath Storage.GCP.ProjectID Storage.GCP.Bucket Storage.GCP.JSONKey
+Storage.Minio.Endpoint Storage.Minio.Key Storage.Minio.Secret Storage.Minio.EnableSSL Storage.Minio.Bucket
+Storage.Minio.Region Storage.Mongo.URL Storage.Mongo.DefaultDBName Storage.Mongo.CertPath Storage.Mongo.Insecure
+Storage.Mongo.InsecureConn Storage.S3.Region Storage.S3.Key Storage.S3.Secret Storage.S3.Token Storage.S3.Bucket
+Storage.S3.ForcePathStyle Storage.S3.UseDefaultConfiguration Storage.S3.CredentialsEndpoint
+Storage.S3.AwsContainerCredentialsRelativeURI Storage.S3.Endpoint Storage.AzureBlob.AccountName
+Storage.AzureBlob.AccountKey Storage.AzureBlob.ManagedIdentityResourceID Storage.AzureBlob.ManagedIdentityResourceId
+Storage.AzureBlob.CredentialScope Storage.AzureBlob.ContainerName Storage.External.URL
+Index.MySQL.Protocol Index.MySQL.Host Index.MySQL.Port Index.MySQL.User Index.MySQL.Password Index.MySQL.Database
+Index.Postgres.Host Index.Postgres.Port Index.Postgres.User Index.Postgres.Password Index.Postgres.Database
+""".split())
+FREE_FORM = ("Index.MySQL.Params.", "Index.Postgres.Params.")
+
+#: Environment variables Athens reads.
+ENV_VARS = frozenset("""
+ATHENS_AZURE_ACCOUNT_KEY ATHENS_AZURE_ACCOUNT_NAME ATHENS_AZURE_CONTAINER_NAME ATHENS_AZURE_CREDENTIAL_SCOPE
+ATHENS_AZURE_MANAGED_IDENTITY_RESOURCE_ID ATHENS_CLOUD_RUNTIME ATHENS_DISK_STORAGE_ROOT ATHENS_DOWNLOAD_MODE
+ATHENS_DOWNLOAD_URL ATHENS_ENABLE_PPROF ATHENS_ETCD_ENDPOINTS ATHENS_EXTERNAL_STORAGE_URL ATHENS_FILTER_FILE
+ATHENS_GCP_STALE_THRESHOLD ATHENS_GITHUB_TOKEN ATHENS_GLOBAL_ENDPOINT ATHENS_GOGET_DIR ATHENS_GOGET_WORKERS
+ATHENS_GONOSUM_PATTERNS ATHENS_GO_BINARY_ENV_VARS ATHENS_HGRC_PATH ATHENS_HOME_TEMPLATE_PATH ATHENS_INDEX_MYSQL_DATABASE
+ATHENS_INDEX_MYSQL_HOST ATHENS_INDEX_MYSQL_PARAMS ATHENS_INDEX_MYSQL_PASSWORD ATHENS_INDEX_MYSQL_PORT
+ATHENS_INDEX_MYSQL_PROTOCOL ATHENS_INDEX_MYSQL_USER ATHENS_INDEX_POSTGRES_DATABASE ATHENS_INDEX_POSTGRES_HOST
+ATHENS_INDEX_POSTGRES_PARAMS ATHENS_INDEX_POSTGRES_PASSWORD ATHENS_INDEX_POSTGRES_PORT ATHENS_INDEX_POSTGRES_USER
+ATHENS_INDEX_TYPE ATHENS_LOG_FORMAT ATHENS_LOG_LEVEL ATHENS_MINIO_ACCESS_KEY_ID ATHENS_MINIO_BUCKET_NAME
+ATHENS_MINIO_ENDPOINT ATHENS_MINIO_REGION ATHENS_MINIO_SECRET_ACCESS_KEY ATHENS_MINIO_USE_SSL ATHENS_MONGO_CERT_PATH
+ATHENS_MONGO_DEFAULT_COLLECTION ATHENS_MONGO_DEFAULT_DATABASE ATHENS_MONGO_INSECURE ATHENS_MONGO_STORAGE_URL
+ATHENS_NETRC_PATH ATHENS_NETWORK_MODE ATHENS_PATH_PREFIX ATHENS_PORT ATHENS_PPROF_PORT ATHENS_PROTOCOL_WORKERS
+ATHENS_PROXY_VALIDATOR ATHENS_REDIS_CLUSTER ATHENS_REDIS_ENDPOINT ATHENS_REDIS_LOCK_MAX_RETRIES ATHENS_REDIS_LOCK_TIMEOUT
+ATHENS_REDIS_LOCK_TTL ATHENS_REDIS_PASSWORD ATHENS_REDIS_SENTINEL_DB ATHENS_REDIS_SENTINEL_ENDPOINTS
+ATHENS_REDIS_SENTINEL_MASTER_NAME ATHENS_REDIS_SENTINEL_PASSWORD ATHENS_REDIS_USERNAME ATHENS_ROBOTS_FILE
+ATHENS_S3_BUCKET_NAME ATHENS_SHUTDOWN_TIMEOUT ATHENS_SINGLE_FLIGHT_TYPE ATHENS_STASH_TIMEOUT ATHENS_STATS_EXPORTER
+ATHENS_STORAGE_GCP_BUCKET ATHENS_STORAGE_GCP_JSON_KEY ATHENS_STORAGE_TYPE ATHENS_SUM_DBS ATHENS_TLSCERT_FILE
+ATHENS_TLSKEY_FILE ATHENS_TRACE_EXPORTER ATHENS_TRACE_EXPORTER_URL ATHENS_TRACE_SAMPLING_FRACTION ATHENS_UNIX_SOCKET
+""".split())
+
+
+def is_athens_key(dotted: str) -> bool:
+    return dotted in TOML_KEYS or dotted.startswith(FREE_FORM)
