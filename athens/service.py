@@ -20,7 +20,7 @@ from athens.fetch.credentials import prepare_home
 from athens.fetch.checksums import ChecksumVerifier, verifier_key
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
-from athens.fetch.upstream import UpstreamFetcher, make_pool
+from athens.fetch.upstream import Pace, UpstreamFetcher, make_pool
 from athens.filter import Action, FilterError, load_filter
 from athens.listcache import ListCache
 from athens.origin import Origin
@@ -77,7 +77,8 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
     pool = make_pool(reactor)
 
     def upstream(url: str) -> UpstreamFetcher:
-        return UpstreamFetcher(url, reactor, pool, timeout=min(config.timeout, 60), work_dir=config.go_get_dir,
+        return UpstreamFetcher(url, reactor, pool, timeout=min(config.timeout, 60), pace=Pace(deadline=config.timeout),
+                               work_dir=config.go_get_dir,
                                slots=DeferredSemaphore(config.go_get_workers * 4))
 
     try:

@@ -62,12 +62,29 @@ def make_pool(reactor: Any, per_host: int = 10) -> HTTPConnectionPool:
     return pool
 
 
-class _ToFile(Protocol):
-    """Write a response body to a file, within a size limit, failing if the upstream goes quiet."""
+@attrs.frozen
+class Pace:
+    """What a zip download must keep up: a deadline for the whole of it, and a minimum rate."""
 
-    def __init__(self, f: Any, limit: int, idle: float, reactor: Any, growing: Growing) -> None:
+    #: Seconds the whole download may take (``Timeout``).
+    deadline: float = 300.0
+    #: Bytes a second, averaged over ``window`` seconds in which we did not hold the download back ourselves.
+    min_rate: int = 16 << 10
+    window: float = 30.0
+
+
+class _ToFile(Protocol):
+    """Write a response body to a file, within a size limit and a pace, failing if the upstream goes quiet."""
+
+    def __init__(self, f: Any, limit: int, idle: float, reactor: Any, growing: Growing, pace: Pace) -> None:
         self.f, self.limit, self.idle, self.reactor, self.growing = f, limit, idle, reactor, growing
+        self.pace = pace
         self.size = 0
+        #: Bytes in this rate window; whether we are holding the download back, or did in this window.
+        self.window_bytes, self.paused, self.held = 0, False, False
+        self.deadline = reactor.callLater(pace.deadline, self._fail, OriginTimeout(
+            f"the upstream took longer than {pace.deadline:g}s (Timeout) for a zip"))
+        self.rate_check = reactor.callLater(pace.window, self._check_rate)
         # Cancelled (the fill is abandoned): stop reading at once.
         self.done: Deferred[int] = Deferred(lambda d: self.transport.stopProducing() if self.transport else None)
         # First in the chain, before anyone awaits it: followers hear of the end either way.
@@ -79,6 +96,8 @@ class _ToFile(Protocol):
         """A slow reader holds the download back; the idle timeout waits while we are the ones pausing."""
         if self.done.called or self.transport is None:
             return
+        self.paused = pause
+        self.held = self.held or pause
         if pause:
             self.transport.pauseProducing()
             if self.timer.active():
@@ -88,14 +107,30 @@ class _ToFile(Protocol):
             self.timer = self.reactor.callLater(self.idle, self._quiet)
 
     def _quiet(self) -> None:
+        self._fail(OriginTimeout(f"the upstream sent nothing for {self.idle:g}s in the middle of a zip"))
+
+    def _check_rate(self) -> None:
+        if self.done.called:
+            return
+        floor = self.pace.min_rate * self.pace.window
+        if not self.held and self.window_bytes < floor:  # (a window we held back ourselves proves nothing)
+            self._fail(OriginTimeout(f"the upstream sent {self.window_bytes} bytes of a zip in {self.pace.window:g}s,"
+                                     f" under the minimum of {self.pace.min_rate} bytes a second"))
+            return
+        self.window_bytes, self.held = 0, self.paused
+        self.rate_check = self.reactor.callLater(self.pace.window, self._check_rate)
+
+    def _fail(self, error: OriginError) -> None:
         if not self.done.called:
-            self.done.errback(OriginTimeout(f"the upstream sent nothing for {self.idle:g}s in the middle of a zip"))
-            self.transport.stopProducing()
+            self.done.errback(error)
+            if self.transport is not None:
+                self.transport.stopProducing()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         if self.done.called:
             return
         self.size += len(data)
+        self.window_bytes += len(data)
         if self.size > self.limit:
             self.done.errback(OriginError(f"the upstream sent a zip over {self.limit} bytes"))
             self.transport.stopProducing()
@@ -108,8 +143,9 @@ class _ToFile(Protocol):
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
         self.growing.throttle = None
-        if self.timer.active():
-            self.timer.cancel()
+        for call in (self.timer, self.deadline, self.rate_check):
+            if call.active():
+                call.cancel()
         if self.done.called:
             return
         if reason.check(ResponseDone):
@@ -130,6 +166,8 @@ class UpstreamFetcher:
     timeout: float = 30.0
     #: Seconds a body may stall before the transfer is given up.
     idle_timeout: float = 60.0
+    #: The deadline and minimum rate of a zip download.
+    pace: Pace = attrs.field(factory=Pace)
     slots: DeferredSemaphore = attrs.field(factory=lambda: DeferredSemaphore(32))
     work_dir: str = ""
     #: Requests sent, by kind: observability, and tests count them.
@@ -218,7 +256,7 @@ class UpstreamFetcher:
                         await _discard(response)
                         raise OriginError(f"the upstream offers a zip of {declared} bytes, over the limit")
                     growing = Growing(path, declared)
-                    sink = _ToFile(f, MAX_ZIP_SIZE, self.idle_timeout, self.reactor, growing)
+                    sink = _ToFile(f, MAX_ZIP_SIZE, self.idle_timeout, self.reactor, growing, self.pace)
                     response.deliverBody(sink)
                     if on_zip is not None:
                         on_zip(growing)

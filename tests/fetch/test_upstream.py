@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import attrs
+
 import pytest
 import pytest_twisted
 from twisted.web.resource import Resource
@@ -12,7 +14,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from athens.fetch.chain import ChainFetcher, parse_goproxy
 from athens.fetch.interface import OriginError, OriginNotFound, OriginTimeout
 from athens.fetch.testing import FakeFetcher
-from athens.fetch.upstream import UpstreamFetcher, make_pool
+from athens.fetch.upstream import Pace, UpstreamFetcher, make_pool
 from athens.stash import Stash
 from athens.storage.memory import MemoryStorage
 from tests.test_stash_and_lists import module_zip
@@ -63,6 +65,15 @@ class Misbehaving(Resource):
         if behaviour == "stall":
             request.write(data[: len(data) // 2])
             return NOT_DONE_YET  # and nothing more, ever
+        if behaviour == "drip":  # a byte every 50 ms: never quiet, never done
+            from twisted.internet import reactor
+            from twisted.internet.task import LoopingCall
+
+            drip = LoopingCall(lambda: request.write(b"x"))
+            drip.clock = reactor
+            drip.start(0.05)
+            request.notifyFinish().addBoth(lambda _: drip.stop() if drip.running else None)
+            return NOT_DONE_YET
         return data
 
 
@@ -143,3 +154,23 @@ async def test_goproxy_list_semantics(upstream):
     with pytest.raises(OriginNotFound, match="GOPROXY=off"):
         await chain("http://x/e404,off,direct").download(M, "v1.0.0")
     assert direct.count("download", M) == 2
+
+
+
+@pytest.mark.parametrize("pace, words", [
+    (Pace(deadline=1.0, min_rate=0, window=0.3), r"took longer than 1s \(Timeout\)"),
+    (Pace(deadline=60.0, min_rate=1000, window=0.5), "under the minimum of 1000 bytes a second"),
+])
+@pytest_twisted.ensureDeferred
+async def test_a_dripping_zip_meets_the_deadline_or_the_minimum_rate(upstream, pace, words):
+    """Item 8 of the hardening issue: an upstream that never goes quiet still cannot hold a fill for ever."""
+    import time
+
+    dripping = upstream("drip")
+    dripping = attrs.evolve(dripping, pace=pace)
+    storage = MemoryStorage()
+    started = time.monotonic()
+    with pytest.raises(OriginTimeout, match=words):
+        await Stash(dripping, storage).stash(M, "v1.0.0")
+    assert time.monotonic() - started < 5
+    assert await storage.list(M) == []
