@@ -322,25 +322,40 @@ async def _small(response: Any, reactor: Any, idle: float) -> bytes:
     if isinstance(response.length, int) and response.length > MAX_SMALL:
         await _discard(response)
         raise OriginError(f"the upstream answer is over {MAX_SMALL} bytes")
-    chunks: list[bytes] = []
-    size = 0
-
-    def collect(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        if size > MAX_SMALL:
-            raise OriginError(f"the upstream answer is over {MAX_SMALL} bytes")
-        chunks.append(data)
-
-    d = treq.collect(response, collect)
-    d.addTimeout(idle, reactor)
+    body = _Collect()
+    response.deliverBody(body)
+    body.done.addTimeout(idle, reactor)  # the canceller closes the upstream connection: nothing lingers
     try:
-        await d
+        return await body.done
     except defer.TimeoutError:
         raise OriginTimeout(f"the upstream answer stalled for {idle:g}s") from None
-    except (ResponseFailed, PotentialDataLoss) as e:
-        raise OriginError(f"the upstream broke off its answer: {e}") from None
-    return b"".join(chunks)
+
+
+class _Collect(Protocol):
+    """A small answer, whole, up to :data:`MAX_SMALL`; cancelling ``done`` drops the connection at once."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done: Deferred[bytes] = Deferred(lambda d: self.transport.stopProducing() if self.transport else None)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > MAX_SMALL:
+            self.done.errback(OriginError(f"the upstream answer is over {MAX_SMALL} bytes"))
+            self.transport.stopProducing()
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        if self.done.called:
+            return
+        if reason.check(ResponseDone):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(OriginError(f"the upstream broke off its answer: {reason.getErrorMessage()}"))
 
 
 class _Drop(Protocol):

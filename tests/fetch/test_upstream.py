@@ -27,10 +27,21 @@ class Misbehaving(Resource):
     """``/<behaviour>/<module>/@v/...``: one upstream personality per first path element."""
 
     isLeaf = True
+    instance: "Misbehaving | None" = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        Misbehaving.instance = self
 
     def render_GET(self, request):  # noqa: N802 - Twisted's name
         parts = request.path.decode().strip("/").split("/")
         behaviour, file = parts[0], parts[-1]
+        if behaviour == "slowinfo" and file.endswith(".info"):  # half an answer, then nothing
+            request.setHeader(b"content-length", b"100")
+            request.write(b'{"Version": ')
+            self.lost = getattr(self, "lost", [])
+            request.notifyFinish().addBoth(self.lost.append)
+            return NOT_DONE_YET
         if behaviour == "loop":
             request.redirect(request.path)
             return b""
@@ -174,3 +185,20 @@ async def test_a_dripping_zip_meets_the_deadline_or_the_minimum_rate(upstream, p
         await Stash(dripping, storage).stash(M, "v1.0.0")
     assert time.monotonic() - started < 5
     assert await storage.list(M) == []
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_answer_is_a_504_and_its_connection_is_closed(upstream):
+    """Item 7 of the hardening issue: the upstream connection goes with the answer given up."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    with pytest.raises(OriginTimeout, match="stalled"):
+        await upstream("slowinfo").small(M, "v1.0.0", "info")
+    server = Misbehaving.instance
+    for _ in range(100):
+        if getattr(server, "lost", []):
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    assert server.lost, "the proxy closed the stalled upstream connection"
