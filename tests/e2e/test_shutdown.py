@@ -16,11 +16,29 @@ from tests.e2e.conftest import stop_cleanly
 
 pytestmark = pytest.mark.e2e
 
+
+def wait_until(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.02)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
 SLOW_UPSTREAM = r'''
 import http.server, json, sys, time
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.endswith(".info"):
+            open(sys.argv[3], "w").close()  # the test waits for this: the request is in flight
             time.sleep(2)  # a slow origin: the request is in flight when the stop comes
             body = json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
         elif self.path.endswith(".mod"):
@@ -44,8 +62,9 @@ def test_a_stop_lets_the_request_in_flight_finish(tmp_path):
     zip_path = tmp_path / "m.zip"
     zip_path.write_bytes(module_zip("example.com/slow", "v1.0.0"))
     port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-c", SLOW_UPSTREAM, str(port), str(zip_path)])
-    time.sleep(0.5)
+    asked = tmp_path / "asked"
+    upstream = subprocess.Popen([sys.executable, "-c", SLOW_UPSTREAM, str(port), str(zip_path), str(asked)])
+    wait_until(lambda: _listening(port), "the slow upstream listens")
     daemon = start_daemon(tmp_path / "d", "--storage", "disk", "--storage-root", str(tmp_path / "storage"), env={
         "ATHENS_GO_BINARY_ENV_VARS": f"GOPROXY=http://127.0.0.1:{port}", "ATHENS_GONOSUM_PATTERNS": "example.com",
         "ATHENS_SHUTDOWN_TIMEOUT": "30"})
@@ -58,7 +77,7 @@ def test_a_stop_lets_the_request_in_flight_finish(tmp_path):
 
         client = threading.Thread(target=ask)
         client.start()
-        time.sleep(0.7)  # the request is waiting on the slow origin
+        wait_until(asked.exists, "the request reached the slow origin")
         daemon.process.send_signal(signal.SIGTERM)
         client.join(60)
         assert answers and answers[0] == (200, zip_path.read_bytes())
@@ -69,3 +88,4 @@ def test_a_stop_lets_the_request_in_flight_finish(tmp_path):
     finally:
         stop_cleanly(daemon)
         upstream.terminate()
+        upstream.wait(10)

@@ -59,10 +59,8 @@ async def test_a_fetch_over_the_timeout_is_killed_with_its_children(tmp_path):
     pids = tmp_path / "pids"
     go = script(tmp_path, "go", f"echo $$ > {pids}\nsleep 300 &\necho $! >> {pids}\nwait\n")
     f = fetcher(tmp_path, go, timeout=1)
-    started = time.monotonic()
     with pytest.raises(OriginTimeout, match="did not answer within 1s"):
         await f.download("example.com/slow", "v1.0.0")
-    assert time.monotonic() - started < 30
     for pid in map(int, pids.read_text().split()):
         assert state(pid) in (None, "Z"), f"process {pid} survived the timeout"
     assert our_zombies() == []
@@ -81,7 +79,7 @@ async def test_workers_bound_concurrency_and_temp_dirs_go(tmp_path):
                                    for _ in range(6)])
     assert all(isinstance(r, OriginNotFound) for r in results)
     counts = [int(line) for line in log.read_text().split()]
-    assert len(counts) == 6 and max(counts) <= 2
+    assert len(counts) == 6 and max(counts) == 2  # two at once (the bound), never more
     assert f.runs == 6
     assert os.listdir(tmp_path / "goget") == []
     assert our_zombies() == []
