@@ -290,3 +290,23 @@ async def test_latest_agrees_with_the_list_when_the_origin_has_no_latest(proxy):
     assert (await client.get(f"/{M}/@v/list"))[1] == b"v0.55.0\nv0.62.0\n"
     code, body, _ = await client.get(f"/{M}/@latest")
     assert code == 200 and json.loads(body)["Version"] == "v0.62.0"
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_use_of_a_version_is_recorded_at_most_once_an_hour(servers):
+    """By either path: many hits, one write of the last-use record."""
+    touched: list[tuple[str, str]] = []
+
+    class Counting(MemoryStorage):
+        def touch(self, module: str, version: str):  # type: ignore[no-untyped-def]
+            touched.append((module, version))
+            return MemoryStorage.touch(self, module, version)
+
+    storage = Counting()
+    await storage.save(M, "v1.0.0", b'{"Version":"v1.0.0"}', b"module m\n", once(b"z"))
+    served = serve(make_site(storage))
+    servers.append(served)
+    for kind in ("info", "mod", "zip", "info", "mod", "zip"):
+        assert (await served.get(f"/{M}/@v/v1.0.0.{kind}"))[0] == 200
+    assert touched == [(M, "v1.0.0")]

@@ -46,6 +46,8 @@ def test_admin_commands_on_every_store(stores, seeded_root, e2e):
     copied = admin(*source, "copy", "--to-config", str(stores["disk"]))
     assert f"copied {len(e2e.seeded)}, already there 0" in copied.stdout
     assert "100%" in copied.stderr
+    again = admin(*source, "copy", "--to-config", str(stores["disk"]))  # what is there is kept, and counted
+    assert f"copied 0, already there {len(e2e.seeded)}" in again.stdout
     previous = stores["disk"]
     remaining = sorted(e2e.seeded)
     for name in ("disk", "redis", "postgres"):
