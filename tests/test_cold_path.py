@@ -24,7 +24,7 @@ from tests.test_hostile import ERRORS, NormalisingUpstream
 V = "v0.9.1"
 
 
-async def _proxy(tmp_path, upstream: NormalisingUpstream, extra: dict[str, str]):
+async def _proxy(tmp_path, upstream: NormalisingUpstream, extra: dict[str, str], path_prefix: str = ""):
     from twisted.internet import reactor
 
     port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
@@ -34,7 +34,7 @@ async def _proxy(tmp_path, upstream: NormalisingUpstream, extra: dict[str, str])
         "ATHENS_GOGET_DIR": str(tmp_path / "work"), **extra})
     storage = DiskStorage(str(tmp_path / "store"))
     origin = build_origin(config, storage, reactor)
-    served = serve(make_site(storage, None, origin))
+    served = serve(make_site(storage, None, origin, 301, None, path_prefix))
 
     async def close() -> None:
         await served.close()
@@ -96,3 +96,15 @@ async def test_a_go_mod_alone_is_checked_against_the_checksum_database(tmp_path)
     finally:
         await close()
         await sumdb.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_prefix_is_cut_from_upstream_paths(tmp_path):
+    """The README's promise: under PathPrefix, upstreams are asked for the module's own path."""
+    upstream = NormalisingUpstream()
+    port, _, close = await _proxy(tmp_path, upstream, {"ATHENS_VERIFY_CHECKSUMS": "false"}, "/go/proxy")
+    try:
+        assert (await deferToThread(rawhttp.get, port, f"/go/proxy/{ERRORS}/@v/{V}.mod")).status == 200
+        assert upstream.seen == [f"/{ERRORS}/@v/{V}.mod"]
+    finally:
+        await close()
