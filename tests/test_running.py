@@ -143,3 +143,36 @@ def test_start_up_errors_are_one_clear_line(tmp_path, args, env, words):
     output = (result.stdout + result.stderr).strip()
     assert result.returncode == 1, output
     assert output.count("\n") == 0 and words in output and "Traceback" not in output, output
+
+
+def test_unix_socket_from_the_configuration(tmp_path):
+    """The README's promise: UnixSocket serves on a Unix socket (one process by default)."""
+    import socket
+
+    path = tmp_path / "athens.sock"
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([twistd(), "-n", "--pidfile=", "athens", "--storage", "memory"], cwd=tmp_path,
+                                   env=source_env({"ATHENS_UNIX_SOCKET": str(path)}), stdout=out,
+                                   stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+
+        def ask(target: str) -> bytes:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(str(path))
+                s.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+
+        assert ask("/healthz").startswith(b"HTTP/1.1 200")
+        assert ask("/robots.txt").startswith(b"HTTP/1.1 200")
+    finally:
+        process.terminate()
+        process.wait(30)
