@@ -209,12 +209,18 @@ download "{BLOCKED},{O}/other-blocked" {{ mode = "none" }}
     stop_cleanly(d)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None  # a redirect is an answer of its own (an HTTPError), not the download URL's
+
+
 def wait_for(url: str, timeout: float = 60) -> bytes:
-    """Poll until ``url`` answers 200 (a background fill landing)."""
+    """Poll until ``url`` itself answers 200 (a background fill landing); a redirect does not count."""
+    opener = urllib.request.build_opener(_NoRedirect)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            with opener.open(url, timeout=10) as r:
                 return r.read()
         except urllib.error.HTTPError as e:
             if time.monotonic() > deadline:
