@@ -262,3 +262,33 @@ async def answering_again(storage) -> None:
             return
         except StorageUnavailable:
             await sleep(0.1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_chunks_of_a_save_in_progress_expire_by_themselves(redis_pool, redis_server):
+    """The README's promise: a save that dies half way (kill -9) leaves only chunks that expire."""
+    from athens.storage.redis import PENDING_TTL
+
+    prefix = f"expiry-{uuid.uuid4().hex}:"
+    storage = RedisStorage(redis_pool, prefix=prefix)
+    gate: Deferred[None] = Deferred()
+
+    async def half_then_wait():
+        yield b"x" * (2 << 20)  # two whole chunks are written...
+        yield b"y"
+        await gate  # ...and the save stops here, as if its process died
+
+    saving = storage.save("example.com/dying", "v1.0.0", b"{}", b"module dying\n", half_then_wait())
+    keys: list[str] = []
+    for _ in range(100):
+        keys = [k for k in redis_server.cli("KEYS", f"{prefix}b:*").split("\r\n") if k.startswith(prefix)]
+        if len(keys) >= 2:
+            break
+        await deferLater(reactor(), 0.02, lambda: None)
+    assert len(keys) >= 2, keys
+    for key in keys:
+        ttl = int(redis_server.cli("TTL", key).strip().lstrip(":"))
+        assert 0 < ttl <= PENDING_TTL, (key, ttl)
+    assert not await storage.exists("example.com/dying", "v1.0.0")  # nothing published meanwhile
+    saving.cancel()
+    saving.addErrback(lambda f: None)
