@@ -155,3 +155,37 @@ def start_postgres() -> PostgresServer:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "postgres", log, timeout=60)
     return PostgresServer(process, port, datadir, user, argv)
+
+
+@attrs.define
+class ForwardProxy:
+    """Debian's tinyproxy on loopback: HTTP requests in absolute form, and CONNECT tunnels."""
+
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+def start_forward_proxy(workdir: Path) -> ForwardProxy:
+    binary = shutil.which("tinyproxy")
+    if binary is None:
+        raise RuntimeError("tinyproxy is required for these tests (apt-get install tinyproxy)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = workdir / "tinyproxy.log"
+    conf = workdir / "tinyproxy.conf"
+    conf.write_text(f'Port {port}\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\nMaxClients 50\nLogLevel Info\n'
+                    f'LogFile "{log}"\nPidFile "{workdir / "tinyproxy.pid"}"\n')
+    with open(workdir / "stdout.log", "wb") as out:
+        process = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    _wait_port(port, process, "tinyproxy", workdir / "stdout.log")
+    return ForwardProxy(process, port, log)

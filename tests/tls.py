@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """(cert.pem, key.pem) of a self-signed certificate for 127.0.0.1, usable as its own CA."""
+def make_certificate(directory: Path, ip: str = "127.0.0.1") -> tuple[Path, Path]:
+    """(cert.pem, key.pem) of a self-signed certificate for ``ip``, usable as its own CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "athens-py test")])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -22,7 +22,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
         .subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
         .sign(key, hashes.SHA256())
     )

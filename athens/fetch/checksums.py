@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from twisted.logger import Logger
 
+from athens.fetch.egress import via
 from athens.fetch.interface import OriginError, OriginNotFound
 from athens.module import escape
 from athens.policy import match_patterns
@@ -128,7 +129,7 @@ class ChecksumVerifier:
             return
         url = f"{self.url.rstrip('/')}/lookup/{escape(module)}@{escape(version)}"
         try:
-            response = await treq.get(url, pool=self.pool, timeout=self.timeout, reactor=self.reactor)
+            response = await treq.get(url, **via(self.pool), timeout=self.timeout, reactor=self.reactor)
             data = await treq.content(response)
         except Exception as e:
             raise OriginError(f"cannot reach the checksum database to verify {module}@{version}: {e}") from None

@@ -29,6 +29,7 @@ from twisted.web.error import InfiniteRedirection, RedirectWithNoLocation
 from twisted.web.http import PotentialDataLoss
 from zope.interface import implementer
 
+from athens.fetch.egress import EgressAgent, ProxySettings, via
 from athens.fetch.interface import (
     Fetched,
     Growing,
@@ -59,6 +60,7 @@ def make_pool(reactor: Any, per_host: int = 10) -> HTTPConnectionPool:
     pool._factory = _QuietFactory
     pool.maxPersistentPerHost = per_host
     pool.cachedConnectionTimeout = 120
+    pool.egress = EgressAgent(reactor, pool, ProxySettings.from_environ(os.environ))  # HTTP(S)_PROXY, NO_PROXY
     return pool
 
 
@@ -184,7 +186,7 @@ class UpstreamFetcher:
         await self.slots.acquire()
         try:
             try:
-                response = await treq.get(url, pool=self.pool, timeout=self.timeout, unbuffered=True,
+                response = await treq.get(url, **via(self.pool), timeout=self.timeout, unbuffered=True,
                                           reactor=self.reactor, headers={"User-Agent": "athens-py"})
             except (defer.CancelledError, TimeoutError, ConnectingCancelledError):
                 raise OriginTimeout(f"the upstream {self.url} did not answer within {self.timeout:g}s") from None

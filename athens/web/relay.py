@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.iweb import IRequest
 
+from athens.fetch.egress import via
 from athens.fetch.interface import OriginError, OriginNotFound
 from athens.web.responses import abort
 
@@ -45,7 +46,7 @@ class _Relay(Protocol):
 
 async def relay(request: IRequest, url: str, pool: Any, reactor: Any, timeout: float = 60.0) -> bytes | None:
     try:
-        response = await treq.request(request.method.decode(), url, pool=pool, timeout=timeout, unbuffered=True,
+        response = await treq.request(request.method.decode(), url, **via(pool), timeout=timeout, unbuffered=True,
                                       reactor=reactor, headers={"User-Agent": "athens-py"})
     except Exception as e:
         raise OriginError(f"cannot reach the upstream: {e}") from None

@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from athens.fetch.egress import via
 from athens.module import InvalidInput, unescape
 from athens.policy import match_patterns
 from athens.web.responses import body, text
@@ -135,7 +136,7 @@ class SumDBProxy:
     async def _fetch(self, url: str) -> tuple[int, bytes, bytes]:
         self.upstream_requests += 1
         try:
-            response = await treq.get(url, pool=self.pool, timeout=self.timeout, reactor=self.reactor,
+            response = await treq.get(url, **via(self.pool), timeout=self.timeout, reactor=self.reactor,
                                       headers={"User-Agent": "athens-py"})
             if isinstance(response.length, int) and response.length > MAX_ANSWER:
                 raise ValueError(f"answer over {MAX_ANSWER} bytes")

@@ -16,6 +16,7 @@ import attrs
 import treq
 from twisted.logger import Logger
 
+from athens.fetch.egress import via
 from athens.fetch.interface import OriginError
 
 log = Logger()
@@ -36,7 +37,7 @@ class ValidatorHook:
         payload = json.dumps({"Module": module, "Version": version}).encode()
         try:
             response = await treq.post(self.url, data=payload, headers={"Content-Type": "application/json"},
-                                       pool=self.pool, timeout=self.timeout, reactor=self.reactor)
+                                       **via(self.pool), timeout=self.timeout, reactor=self.reactor)
             body = (await treq.content(response))[:2000]
         except Exception as e:
             raise OriginError(f"the validator hook is unreachable: {e}") from None
