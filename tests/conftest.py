@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.servers import start_postgres, start_redis
+
+# Everything the tests start listens on loopback: an HTTP(S)_PROXY of the machine (even a dead one) must not
+# stand between the tests' own clients (urllib, the go command) and those servers.
+for _name in ("NO_PROXY", "no_proxy"):
+    os.environ[_name] = ",".join(filter(None, [os.environ.get(_name, ""), "127.0.0.1", "localhost", "::1"]))
 
 
 @pytest.fixture(scope="session")
