@@ -292,3 +292,27 @@ async def test_redis_chunks_of_a_save_in_progress_expire_by_themselves(redis_poo
     assert not await storage.exists("example.com/dying", "v1.0.0")  # nothing published meanwhile
     saving.cancel()
     saving.addErrback(lambda f: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nodes_starting_together_migrate_one_postgres_schema_once(postgres_server):
+    """The advisory lock: four nodes' first requests at once against a new database build one schema."""
+    import psycopg
+
+    from athens.storage.sql import SCHEMA_VERSION, PostgresStorage
+
+    database = f"together{uuid.uuid4().hex}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {database}")
+    url = f"{postgres_server.url.rsplit('/', 1)[0]}/{database}"
+    nodes = [PostgresStorage.connect(url, reactor(), max_connections=2) for _ in range(4)]
+    try:
+        assert await gatherResults([n.list("example.com/m") for n in nodes]) == [[]] * 4
+        await nodes[0].save("example.com/m", "v1.0.0", b"{}", b"module m\n", once(b"zip"))
+        assert await gatherResults([n.list("example.com/m") for n in nodes]) == [["v1.0.0"]] * 4
+    finally:
+        for node in nodes:
+            await node.close()
+    with psycopg.connect(url) as c:
+        rows = c.execute("SELECT version FROM athens_schema ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))

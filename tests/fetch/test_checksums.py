@@ -172,3 +172,15 @@ def test_verification_needs_the_key_of_its_database(settings, starts):
                                                             "sum.example.com.*SumDBKeys"):
             build_origin(config, MemoryStorage(), Clock())
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_go_mod_that_differs_is_refused_even_when_the_zip_matches(sumdb, tmp_path):
+    """A mutant that skipped the go.mod comparison survived the suite: this kills it."""
+    verifier, _ = sumdb
+    good_zip = tmp_path / "again.zip"
+    good_zip.write_bytes(module_zip(M, "v1.0.0"))
+    zip_hash = check_zip(str(good_zip), M, "v1.0.0")
+    await verifier().verify(M, "v1.0.0", zip_hash, f"module {M}\n".encode())  # both agree: accepted
+    with pytest.raises(ChecksumMismatch, match="go.mod: checksum mismatch"):
+        await verifier().verify(M, "v1.0.0", zip_hash, f"module {M}\n\nrequire evil.example/x v1.0.0\n".encode())
