@@ -316,3 +316,20 @@ async def test_nodes_starting_together_migrate_one_postgres_schema_once(postgres
     with psycopg.connect(url) as c:
         rows = c.execute("SELECT version FROM athens_schema ORDER BY version").fetchall()
     assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_holder_renews(redis_pool, redis_server):
+    """A lock taken over by another node (after an expiry) is not kept alive by the old holder's renewals."""
+    holder = lock(redis_pool, ttl=0.2)  # renewed every ~0.07 s while the work runs
+    key = f"{holder.prefix}lock:{WHAT}"
+
+    async def never():
+        return False
+
+    async def taken_over():
+        redis_server.cli("SET", key, "someone-else", "PX", "150")
+        await sleep(0.6)  # several renewals of the old holder come meanwhile
+        return redis_server.cli("EXISTS", key)
+
+    assert await holder.run(WHAT, never, taken_over) == ":0\r\n"  # the other's lock lived its own 150 ms only
