@@ -109,3 +109,46 @@ async def test_version_directories_follow_the_umask_like_athens(tmp_path):
     vdir = tmp_path / "example.com" / "m" / "v1.0.0"
     assert stat.S_IMODE(os.stat(vdir).st_mode) == 0o777 & ~_UMASK
     assert stat.S_IMODE(os.stat(vdir / "source.zip").st_mode) == 0o666 & ~_UMASK
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reader_polling_during_a_publish_never_sees_half_a_version(tmp_path):
+    """Atomicity observed (not only inferred from a writers' race): whole or absent, whenever a reader looks."""
+    import threading
+
+    from twisted.internet.threads import deferToThread
+
+    storage = DiskStorage(str(tmp_path))
+    size = 24 << 20
+    vdir = tmp_path / "example.com" / "big" / "v1.0.0"
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                names = set(os.listdir(vdir))
+            except FileNotFoundError:
+                seen.append("absent")
+                continue
+            whole = names == {"go.mod", "source.zip", "v1.0.0.info"} and os.path.getsize(vdir / "source.zip") == size
+            seen.append("whole" if whole else f"HALF: {sorted(names)}")
+
+    reader = deferToThread(poll)
+    await storage.save("example.com/big", "v1.0.0", b'{"Version":"v1.0.0"}', b"module big\n",
+                       pattern(b"z", size, chunk=1 << 20))
+    for _ in range(200):  # let the reader look at the finished version a few times too
+        if seen.count("whole") >= 3:
+            break
+        await deferLater_(0.01)
+    stop.set()
+    await reader
+    assert "absent" in seen and "whole" in seen
+    assert [s for s in seen if s.startswith("HALF")] == []
+
+
+async def deferLater_(seconds: float) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, seconds, lambda: None)
