@@ -47,9 +47,7 @@ class RedisServer:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+        _terminate(self.process)
 
     def cli(self, *args: str) -> str:
         """Talk to the server with a raw RESP request (no redis-cli needed)."""
@@ -74,6 +72,12 @@ def start_sentinel(workdir: Path, master: RedisServer, name: str = "redis-1") ->
         process = subprocess.Popen([binary, str(conf), "--sentinel"], stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "redis sentinel", log)
     return RedisServer(process, port, workdir)
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def start_redis(workdir: Path, port: int | None = None, *extra: str) -> RedisServer:
@@ -170,9 +174,7 @@ class ForwardProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+        _terminate(self.process)
 
 
 def start_forward_proxy(workdir: Path) -> ForwardProxy:
