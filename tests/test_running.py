@@ -175,3 +175,36 @@ def test_unix_socket_from_the_configuration(tmp_path):
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.mark.parametrize("fmt", ["plain", "json"])
+@pytest.mark.parametrize("broken", ["", "client left"])
+def test_access_lines_written_in_batches_read_as_the_observer_writes_them(fmt, broken):
+    """The daemon formats access lines itself (fast, in batches): the same text our observer would write."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    from athens.web.accesslog import AccessLog, Line
+
+    line = Line("127.0.0.1", "GET", "/example.com/x/@v/v1.0.0.zip", 200, 1234, 0.5, "build-42", "hit",
+                "Go-http-client/1.1", "example.com/x", "v1.0.0", broken)
+    batched = io.StringIO()
+    AccessLog(batched, json=fmt == "json").record(line)  # no clock: written at once
+    observed = io.StringIO()
+    observer = make_observer("info", fmt, observed)
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        AccessLog().record(line)  # through twisted.logger, as under `twistd --logger`
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    (event,) = [e for e in events if e.get("log_namespace") == "athens.access"]
+    assert event["log_level"] == LogLevel.info
+    observer(event)
+    if fmt == "json":
+        ours, theirs = json.loads(batched.getvalue()), json.loads(observed.getvalue())
+        assert ours.pop("time")[:19] == theirs.pop("time")[:19]
+        assert ours == theirs
+    else:
+        ours, theirs = batched.getvalue(), observed.getvalue()
+        assert ours.split(" ", 1)[1] == theirs.split(" ", 1)[1]  # all but the time stamp
+        assert len(ours.split(" ", 1)[0]) == len(theirs.split(" ", 1)[0])

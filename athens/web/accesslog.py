@@ -51,10 +51,12 @@ class Line(NamedTuple):
             del values["broken"]
         return values
 
+    def format(self) -> str:
+        """The wording, in twisted.logger's format syntax (one source for both ways of writing it)."""
+        return FORMAT + BROKEN if self.broken else FORMAT
+
     def message(self) -> str:
-        text = (f'{self.client} "{self.method} {self.uri}" {self.code} {self.size} {self.duration_ms}ms '
-                f'{self.cache} "{self.user_agent}"')
-        return text + f" broken: {self.broken}" if self.broken else text
+        return self.format().format_map(self._asdict())
 
 
 @attrs.define
@@ -76,7 +78,7 @@ class AccessLog:
         if not self.enabled:
             return
         if self.stream is None:
-            access.info(FORMAT + (BROKEN if line.broken else ""), **line.fields())
+            access.info(line.format(), **line.fields())
             return
         self._pending.append((time.time(), line))
         if self._flush_call is None and self.clock is not None:

@@ -186,6 +186,7 @@ class ProxySite(Site):
             self.metrics.request(request.path, request.code, request.sentLength)
         arrived = getattr(request, "arrived", None)
         address = request.getClientAddress()
+        agent = request.getHeader(b"user-agent")
         self.access_log.record(Line(
             client=getattr(address, "host", "-"),
             method=request.method.decode("ascii", "replace"),
@@ -195,8 +196,7 @@ class ProxySite(Site):
             duration_ms=round((time.monotonic() - arrived) * 1000, 1) if arrived else 0.0,
             request_id=getattr(request, "request_id", "-"),
             cache=getattr(request, "cache", "-"),
-            user_agent=request.getHeader(b"user-agent").decode("ascii", "replace") if request.getHeader(b"user-agent")
-            else "-",
+            user_agent=agent.decode("ascii", "replace") if agent else "-",
             module=getattr(request, "module", ""),
             version=getattr(request, "module_version", ""),
             broken=getattr(request, "broken", None) or "",
