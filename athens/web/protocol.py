@@ -40,7 +40,7 @@ from athens.module import (
 from athens.origin import Origin
 from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
-from athens.web.answers import Answers
+from athens.web.answers import LIST_REPLAY, Answers
 from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, abort, body, text
 from athens.web.streaming import write_stream
@@ -123,7 +123,7 @@ class ProtocolResource:
     #: The hit path's memory of answers (None: no hit path).
     answers: Answers | None = None
     #: Seconds the hit path may replay a list or ``@latest`` (never longer than ``ListCacheTTL``).
-    list_ttl: float = 5.0
+    list_ttl: float = LIST_REPLAY
     #: When this process last recorded a use of each version: at most one write an hour per version.
     _touched: dict[tuple[str, str], float] = attrs.field(factory=dict)
 
@@ -198,6 +198,12 @@ class ProtocolResource:
         if action is Action.DIRECT:
             raise Redirect(self.origin.global_endpoint)
 
+    def _sync_origin(self, module: str) -> Origin | None:
+        """The origin that fills ``module`` while its client waits (sync mode, not offline); None otherwise."""
+        if self.origin is None or self.origin.offline or self._mode(module)[0] is not Mode.SYNC:
+            return None
+        return self.origin
+
     def _mode(self, module: str) -> tuple[Mode, str]:
         if self.origin is None:
             return Mode.NONE, ""
@@ -248,9 +254,10 @@ class ProtocolResource:
             return found
         except NotFound:
             self._looked_up(request, req, False)
-            if self.origin is not None and not self.origin.offline and self._mode(req.module)[0] is Mode.SYNC:
+            origin = self._sync_origin(req.module)
+            if origin is not None:
                 try:
-                    return await self.origin.small(req.module, req.version, req.kind)
+                    return await origin.small(req.module, req.version, req.kind)
                 except NoSmallFetch:
                     pass  # the go command: the whole version, stored
             await self._fill(req)
@@ -281,16 +288,13 @@ class ProtocolResource:
 
     def _versions(self, request: IRequest, req: Request, versions: set[str]) -> bytes:
         releases = [v for v in sort_versions(versions) if not is_pseudo_version(v)]
-        data = "".join(v + "\n" for v in releases).encode()
-        self._remember(request, req, TEXT, data)
-        return body(request, TEXT, data)
+        return self._answer(request, req, TEXT, "".join(v + "\n" for v in releases).encode())
 
     def _answer(self, request: IRequest, req: Request, content_type: bytes, data: bytes) -> bytes:
         self._remember(request, req, content_type, data)
         return body(request, content_type, data)
 
     async def _latest(self, request: IRequest, req: Request) -> bytes:
-        stored = await self.storage.list(req.module)
         listed: tuple[str, ...] = ()
         if self._asks_origin(req.module):
             assert self.origin is not None
@@ -304,6 +308,7 @@ class ProtocolResource:
             except OriginError:
                 if self.origin.network_mode == "strict":
                     raise
+        stored = await self.storage.list(req.module)  # (only when the origin named no @latest)
         version = latest_of(list(set(stored) | set(listed)))
         if version is None:
             raise NotFound(f"module {req.module} is not in the cache")
@@ -366,10 +371,10 @@ class ProtocolResource:
         On a sync miss from a streaming origin, send the zip while it arrives
         (the fill goes on if the client leaves).  False: serve it the usual way.
         """
-        if self.origin is None or self.origin.offline or request.method != b"GET" \
-                or self._mode(req.module)[0] is not Mode.SYNC:
+        origin = self._sync_origin(req.module)
+        if origin is None or request.method != b"GET":
             return False
-        arriving, place = self.origin.stash.zip_arriving(req.module, req.version)
+        arriving, place = origin.stash.zip_arriving(req.module, req.version)
         growing = await arriving
         if growing is None:
             await place  # the fill ended before a zip arrived: stored (served below), or the origin's error
@@ -387,7 +392,7 @@ class ProtocolResource:
         except (ConnectionDone, CancelledError):
             abort(request, "client left")
             if not self.fill_after_client_leaves:
-                self.origin.stash.abandon(req.module, req.version, place)
+                origin.stash.abandon(req.module, req.version, place)
         except Exception as e:
             log.warn("stream-through of {what} broke: {error}", what=str(ModuleVersion(req.module, req.version)),
                      error=str(e))
