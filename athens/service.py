@@ -33,6 +33,7 @@ from athens.metrics import Metrics
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage, StorageError
 from athens.web.accesslog import AccessLog
+from athens.web.answers import LIST_REPLAY
 from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
@@ -40,9 +41,6 @@ from athens.web.validator import ValidatorHook
 from athens.workers import AdoptedPort, WorkerSupervisor
 
 log = Logger()
-
-#: Seconds the hit path replays a list or @latest before the full path (and the list cache) answers again.
-HIT_LIST_TTL = 5.0
 
 
 def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metrics | None = None) -> Origin:
@@ -159,7 +157,7 @@ class AthensService(MultiService):
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
-                              list_ttl=min(HIT_LIST_TTL, config.list_cache_ttl))
+                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl))
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
         self._deletions: str | None = None

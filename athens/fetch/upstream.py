@@ -134,8 +134,7 @@ class _ToFile(Protocol):
         self.size += len(data)
         self.window_bytes += len(data)
         if self.size > self.limit:
-            self.done.errback(OriginError(f"the upstream sent a zip over {self.limit} bytes"))
-            self.transport.stopProducing()
+            self._fail(OriginError(f"the upstream sent a zip over {self.limit} bytes"))
             return
         self.f.write(data)  # a local temporary file: fast, and bounded by the limit
         self.f.flush()  # readers following the growing file see it at once

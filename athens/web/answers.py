@@ -16,6 +16,8 @@ import attrs
 from twisted.web.server import version as server_version
 
 SERVER = b"Server: %s\r\n" % server_version
+#: Seconds a list or ``@latest`` is replayed before the full path (and the list cache) answers again.
+LIST_REPLAY = 5.0
 
 
 @attrs.frozen

@@ -18,7 +18,7 @@ from athens.origin import Origin
 from athens.storage.interface import IStorage
 from athens.web.accesslog import AccessLog
 from athens.web.auth import BasicAuth
-from athens.web.answers import Answers
+from athens.web.answers import LIST_REPLAY, Answers
 from athens.web.hitpath import HitPath
 from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
@@ -119,7 +119,7 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
-              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = 5.0) -> ProxySite:
+              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY) -> ProxySite:
     """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
