@@ -119,44 +119,38 @@ class RedisBlob:
 
 #: No Redis command waits longer than this, whatever state the pool is in.
 COMMAND_TIMEOUT = 30.0
-
-
-def _check_live(redis: Any) -> None:
-    """
-    Once the pool has worked, or a connection attempt has failed, fail at once
-    while it has no connection, rather than queue the command until Redis is
-    back (the client gets its 503 now, whether Redis went down or never came up).
-    """
-    factory = getattr(redis, "_factory", None)
-    if getattr(factory, "size", 1) != 0:  # (the handler proxies unknown names)
-        return
-    if vars(redis).get("_athens_worked"):
-        raise StorageUnavailable("redis: connection lost (reconnecting)")
-    if vars(factory).get("_athens_failed"):
-        raise StorageUnavailable("redis: cannot connect (retrying)")
-
-
 #: Seconds a command waits for a first connection (a store that has never answered yet).
 CONNECT_WAIT = 3.0
 
 
-def _timeout(redis: Any, timeout: float | None) -> float | None:
-    """While no connection is up yet, a command waits for one briefly, not for the whole command timeout."""
-    if getattr(getattr(redis, "_factory", None), "size", 1) == 0:
-        return min(timeout or COMMAND_TIMEOUT, CONNECT_WAIT)
-    return timeout
+def _admit(redis: Any, timeout: float | None) -> float | None:
+    """
+    How long a command may wait.  Once the pool has worked, or a connection
+    attempt has failed, fail at once while it has no connection, rather than
+    queue the command until Redis is back (the client gets its 503 now,
+    whether Redis went down or never came up); before any of that, wait for a
+    first connection briefly, not for the whole command timeout.
+    """
+    factory = getattr(redis, "_factory", None)
+    if getattr(factory, "size", 1) != 0:  # (the handler proxies unknown names)
+        return timeout
+    if vars(redis).get("_athens_worked"):
+        raise StorageUnavailable("redis: connection lost (reconnecting)")
+    if vars(factory).get("_athens_failed"):
+        raise StorageUnavailable("redis: cannot connect (retrying)")
+    return min(timeout or COMMAND_TIMEOUT, CONNECT_WAIT)
 
 
 async def _cmd(redis: Any, *args: Any, timeout: float | None = None) -> Any:
-    _check_live(redis)
-    result = await _call(redis.execute_command(*args), _timeout(redis, timeout))
+    wait = _admit(redis, timeout)
+    result = await _call(redis.execute_command(*args), wait)
     redis._athens_worked = True
     return result
 
 
 async def _eval(redis: Any, script: bytes, keys: list[bytes], args: list[Any]) -> Any:
-    _check_live(redis)
-    result = await _call(redis.eval(script, keys, args), _timeout(redis, None))
+    wait = _admit(redis, None)
+    result = await _call(redis.eval(script, keys, args), wait)
     redis._athens_worked = True
     return result
 
