@@ -46,14 +46,10 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:  # noqa: N802
         # Set by the daemon for the processes it starts (never by an operator): not options, so not in --help.
+        from athens.workers import INHERIT_ENV, WORKER_ENV
+
         self["worker"] = bool(os.environ.get(WORKER_ENV))
         self["inherit-fd"] = os.environ.get(INHERIT_ENV) or None
-
-
-#: A worker process: bind the port with SO_REUSEPORT, start no others (set by the daemon for its workers).
-WORKER_ENV = "TWISTD_ATHENS_WORKER"
-#: A worker serves this inherited listening descriptor (systemd's socket).
-INHERIT_ENV = "TWISTD_ATHENS_INHERIT_FD"
 
 
 class StartError(Exception):

@@ -72,6 +72,12 @@ def systemd_socket(endpoint: str, reactor: Any) -> socket.socket | None:
     return socket.socket(fileno=adopted.fileno)
 
 
+#: A worker process: bind the port with SO_REUSEPORT, start no others (set by the daemon for its workers).
+WORKER_ENV = "TWISTD_ATHENS_WORKER"
+#: A worker serves this inherited listening descriptor (systemd's socket).
+INHERIT_ENV = "TWISTD_ATHENS_INHERIT_FD"
+
+
 class AdoptedPort(Service):
     """Serve a listening socket made outside Twisted's endpoints (SO_REUSEPORT)."""
 
@@ -124,8 +130,6 @@ class WorkerSupervisor(Service):
         fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
         if self.inherit is not None:
             fds[self.inherit] = self.inherit
-        from athens.tap import INHERIT_ENV, WORKER_ENV
-
         env = {k: v for k, v in os.environ.items() if k not in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")}
         env[WORKER_ENV] = "1"
         if self.inherit is not None:
