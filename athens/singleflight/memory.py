@@ -31,8 +31,7 @@ class SingleFlight(Generic[T]):
 
     def settled(self) -> Deferred[None]:
         """Fires when every call running now has ended (however it ended)."""
-        running = [d for d in self._calls.values()]
-        done: Deferred[None] = DeferredList(running, consumeErrors=True).addCallback(lambda _: None)
+        done: Deferred[None] = DeferredList(list(self._calls.values()), consumeErrors=True).addCallback(lambda _: None)
         return done
 
     def cancel_all(self) -> None:
