@@ -204,3 +204,45 @@ async def test_a_client_that_leaves_during_a_sendfile_is_logged_and_harms_nothin
     assert line["cache"] == "hit" and line["broken"] == "client left" and line["size"] < len(big), line
     assert not [e for e in events if e.get("log_failure") is not None or e.get("log_level") is not None
                 and e["log_level"].name in ("error", "critical")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_filter_and_passthrough_decide_before_anything_is_remembered(tmp_path):
+    """A filtered module is refused every time, a passthrough module relayed every time; others become hits."""
+    from twisted.internet import reactor
+    from twisted.internet.task import Clock
+    from twisted.web.server import Site
+
+    from athens.fetch.testing import FakeFetcher
+    from athens.fetch.upstream import make_pool
+    from athens.filter import parse_filter
+    from athens.listcache import ListCache
+    from athens.origin import Origin
+    from athens.policy import DownloadPolicy, Mode, Rule
+    from athens.stash import Stash
+    from tests.test_hostile import ERRORS, NormalisingUpstream
+
+    upstream = NormalisingUpstream()
+    port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
+    storage = DiskStorage(str(tmp_path / "store"))
+    for module in (M, "example.com/blocked", ERRORS):
+        await storage.save(module, "v1.0.0", INFO, f"module {module}\n".encode(), once(module_zip(module, "v1.0.0")))
+    fetcher = FakeFetcher()
+    policy = DownloadPolicy(Mode.SYNC, "", (Rule(ERRORS, Mode.PASSTHROUGH, f"http://127.0.0.1:{port.getHost().port}"),))
+    pool = make_pool(reactor)
+    origin = Origin(fetcher, Stash(fetcher, storage), ListCache(fetcher, Clock()), policy,
+                    parse_filter("- example.com/blocked\n"), http_pool=pool)
+    served = serve(make_site(storage, None, origin))
+    try:
+        number = served.port.getHost().port
+        for _ in range(2):
+            relayed = await deferToThread(rawhttp.get, number, f"/{ERRORS}/@v/v0.9.1.mod")
+            assert (relayed.status, relayed.body) == (200, upstream.files[f"/{ERRORS}/@v/v0.9.1.mod"])
+            assert (await deferToThread(rawhttp.get, number, "/example.com/blocked/@v/v1.0.0.info")).status == 403
+            assert (await deferToThread(rawhttp.get, number, TARGETS["info"][0])).status == 200
+        assert served.port.factory.hits.answered == 1  # only the second .info of the module neither rule names
+        assert upstream.seen == [f"/{ERRORS}/@v/v0.9.1.mod"] * 2  # relayed both times, the store never asked
+    finally:
+        await served.close()
+        await pool.closeCachedConnections()
+        await port.stopListening()

@@ -208,3 +208,22 @@ def test_access_lines_written_in_batches_read_as_the_observer_writes_them(fmt, b
         ours, theirs = batched.getvalue(), observed.getvalue()
         assert ours.split(" ", 1)[1] == theirs.split(" ", 1)[1]  # all but the time stamp
         assert len(ours.split(" ", 1)[0]) == len(theirs.split(" ", 1)[0])
+
+
+def test_access_lines_wait_for_their_batch_and_a_flush_writes_them_all():
+    """Batched every 0.1 s; at a clean stop the service flushes, so nothing pending is lost."""
+    from twisted.internet.task import Clock
+
+    from athens.web.accesslog import AccessLog, Line
+
+    clock, stream = Clock(), io.StringIO()
+    access_log = AccessLog(stream, clock=clock)
+    for n in range(3):
+        access_log.record(Line("127.0.0.1", "GET", f"/{n}", 200, 1, 0.1, f"id-{n}"))
+    assert stream.getvalue() == ""  # nothing written per request
+    clock.advance(0.1)
+    assert [line.split('"')[1] for line in stream.getvalue().splitlines()] == ["GET /0", "GET /1", "GET /2"]
+    access_log.record(Line("127.0.0.1", "GET", "/last", 200, 1, 0.1, "id-last"))
+    access_log.flush()  # what AthensService does at a clean stop
+    assert stream.getvalue().splitlines()[-1].split('"')[1] == "GET /last"
+    assert clock.getDelayedCalls() == []
