@@ -51,13 +51,27 @@ async def test_what_we_write_is_athens_layout(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_an_incomplete_directory_is_invisible_and_replaced_by_a_save(tmp_path):
-    athens_write(tmp_path, MOD, "v1.0.0", files=("go.mod", "{v}.info"))  # no source.zip: a crashed writer
+    athens_write(tmp_path, MOD, "v1.0.0", files=("go.mod", "source.zip"))  # no .info: a crashed writer
     storage = DiskStorage(tmp_path)
     assert await storage.list(MOD) == []
     assert not await storage.exists(MOD, "v1.0.0")
     assert await storage.save(MOD, "v1.0.0", b"{}", b"module x\n", once(b"whole"))
     assert await storage.go_mod(MOD, "v1.0.0") == b"module x\n"
     assert await storage.list(MOD) == ["v1.0.0"]
+    blob = await storage.zip(MOD, "v1.0.0")
+    assert b"".join([c async for c in blob.chunks()]) == b"whole"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_directory_without_a_zip_is_a_go_mod_only_version(tmp_path):
+    athens_write(tmp_path, MOD, "v1.0.0", files=("go.mod",))
+    storage = DiskStorage(tmp_path)
+    assert await storage.go_mod(MOD, "v1.0.0") == f"go.mod of {MOD}@v1.0.0".encode()
+    assert not await storage.exists(MOD, "v1.0.0")
+    assert await storage.save(MOD, "v1.0.0", b"{}", f"go.mod of {MOD}@v1.0.0".encode(), once(b"zip"))
+    vdir = tmp_path / "github.com" / "Owner" / "Repo" / "v1.0.0"
+    assert sorted(os.listdir(vdir)) == ["go.mod", "source.zip", "v1.0.0.info"]
+    assert not os.listdir(tmp_path / TMP_DIR)
 
 
 @pytest_twisted.ensureDeferred
