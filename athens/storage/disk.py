@@ -73,9 +73,15 @@ class FileBlob:
     size: int
     chunk_size: int = CHUNK
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        left = self.size  # stop at the size announced: no extra read for EOF, no bytes beyond it
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self.chunks_from(0)
+
+    async def chunks_from(self, offset: int) -> AsyncIterator[bytes]:
+        """The content from ``offset`` on (a byte range: nothing before it is read)."""
+        left = self.size - offset  # stop at the size announced: no extra read for EOF, no bytes beyond it
         try:
+            if offset:
+                await deferToThread(self._file.seek, offset)
             while left > 0:
                 chunk = await deferToThread(self._file.read, min(self.chunk_size, left))
                 if not chunk:

@@ -84,6 +84,10 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
                   validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
+    metrics = metrics or Metrics()
+    if protocol is None:
+        protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
+                                    shared=basic_auth is None)
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
                         fill_after_client_leaves, validator, protocol).resource()
     if basic_auth is not None:
@@ -119,13 +123,19 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
-              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY) -> ProxySite:
-    """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
+              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
+              list_max_age: int = 60) -> ProxySite:
+    """
+    The site of :func:`make_resource`, with the hit path in front unless
+    ``hit_path`` is False.  ``list_max_age``: how long a cache in front may
+    keep a list or ``@latest`` (``ListCacheTTL``).
+    """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
     answers = Answers() if hit_path else None
     protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
-                                answers=answers, list_ttl=list_ttl)
+                                answers=answers, list_ttl=list_ttl, list_max_age=list_max_age,
+                                shared=basic_auth is None)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
                              fill_after_client_leaves, validator, protocol)
     hits = None

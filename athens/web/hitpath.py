@@ -35,6 +35,10 @@ from athens.web.sendfile import SendFile, send
 MAX_HEAD = 16 << 10
 #: Requests that may carry a body (or switch protocols): only HTTPChannel knows where they end.
 _MAY_HAVE_BODY = re.compile(rb"(?i)content-length|transfer-encoding|upgrade|expect")
+#: Headers that make the answer something other than the remembered 200 (a body; a 304, 206 or 416; the cache
+#: only): such requests go to the full path.
+_FULL_PATH_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"if-none-match",
+                                b"if-modified-since", b"range", b"if-range", b"disable-module-fetch"))
 
 
 @attrs.define
@@ -177,7 +181,7 @@ class HitChannel(Protocol):
                 authorization = value
             elif name == b"connection":
                 connection = value
-            elif name in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
+            elif name in _FULL_PATH_HEADERS:
                 return False
         if version == b"HTTP/1.1" and not host:
             return False

@@ -41,6 +41,9 @@ from athens.origin import Origin
 from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
 from athens.web.answers import LIST_REPLAY, Answers
+from athens.web.caching import (NO_STORE, NOT_FOUND_MAX_AGE, YEAR, Validators, content_etag, max_age, version_time,
+                                zip_etag)
+from athens.web.ranges import Unsatisfiable, Window, requested, window_of
 from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, abort, body, text
 from athens.web.streaming import write_stream
@@ -109,6 +112,16 @@ class PassThrough(Exception):
         self.base = base.rstrip("/")
 
 
+class Pending(NotFound):
+    """Not stored yet, and being fetched in the background: a 404 no cache in front may keep."""
+
+
+def fetch_disabled(request: IRequest) -> bool:
+    """``Disable-Module-Fetch: true`` (Go's boolean spellings, as goproxy reads it): the cache only."""
+    value = request.getHeader(b"disable-module-fetch")
+    return value is not None and value.strip() in (b"1", b"t", b"T", b"true", b"TRUE", b"True")
+
+
 @attrs.define
 class ProtocolResource:
     """The handlers of the protocol routes. Without an origin it is a pure cache."""
@@ -124,8 +137,16 @@ class ProtocolResource:
     answers: Answers | None = None
     #: Seconds the hit path may replay a list or ``@latest`` (never longer than ``ListCacheTTL``).
     list_ttl: float = LIST_REPLAY
+    #: Seconds a cache in front may keep a list, ``@latest`` or query (``ListCacheTTL``).
+    list_max_age: int = 60
+    #: Shared caches may keep answers (False when basic auth is on: they must not hand them to others).
+    shared: bool = True
     #: When this process last recorded a use of each version: at most one write an hour per version.
     _touched: dict[tuple[str, str], float] = attrs.field(factory=dict)
+
+    @property
+    def _immutable(self) -> bytes:
+        return max_age(YEAR, self.shared, immutable=True)
 
     def record_use(self, module: str, version: str) -> None:
         """Record the use (for garbage collection) without making the answer wait for it."""
@@ -140,14 +161,14 @@ class ProtocolResource:
             lambda f: log.warn("could not record the use of {module}@{version}: {error}", module=module,
                                version=version, error=f.getErrorMessage()))
 
-    def _remember(self, request: IRequest, req: Request, content_type: bytes, data: bytes = b"", path: str = "",
-                  size: int = 0) -> None:
+    def _remember(self, request: IRequest, req: Request, content_type: bytes, validators: Validators,
+                  data: bytes = b"", path: str = "", size: int = 0) -> None:
         """Offer this 200 to the hit path, which replays it for the same target until a delete anywhere."""
         if self.answers is None or (self.validator is not None and req.version):
             return  # the validator hook is asked for every request naming a version
         ttl = None if req.version else self.list_ttl
         self.answers.remember(request.uri, content_type, req.kind, data, path, size,
-                              req.module if req.version else "", req.version, ttl)
+                              req.module if req.version else "", req.version, ttl, validators.lines())
 
     async def handle(self, request: IRequest, path: str) -> bytes | None:
         try:
@@ -161,6 +182,8 @@ class ProtocolResource:
                     await self.validator.check(req.module, req.version)
                 except Refused as e:
                     raise Forbidden(str(e)) from None
+            if fetch_disabled(request):
+                return await self._cache_only(request, req)
             mode, url = self._mode(req.module)
             if mode is Mode.PASSTHROUGH:
                 raise PassThrough(url)  # never cached: storage is not even asked
@@ -175,9 +198,15 @@ class ProtocolResource:
         except PassThrough as p:
             return await self._pass_through(request, p.base + request_path(req.module, req.kind, req.version))
         except NotFound as e:
-            return text(request, f"not found: {e}", 404)
+            answer = text(request, f"not found: {e}", 404)
+            if not isinstance(e, Pending) and not fetch_disabled(request):
+                request.setHeader(b"cache-control", max_age(NOT_FOUND_MAX_AGE, self.shared))  # as proxy.golang.org does
+            return answer
         except OriginError as e:
-            return text(request, f"{_origin_words(e)}: {e}", e.status)
+            answer = text(request, f"{_origin_words(e)}: {e}", e.status)
+            if isinstance(e, OriginNotFound):
+                request.setHeader(b"cache-control", max_age(NOT_FOUND_MAX_AGE, self.shared))
+            return answer
         except StorageUnavailable as e:
             self.metrics.storage_errors.inc()
             log.warn("storage unavailable: {error}", error=str(e))
@@ -213,6 +242,7 @@ class ProtocolResource:
         assert self.origin is not None
         from twisted.internet import reactor
 
+        request.setHeader(b"cache-control", NO_STORE)  # modules an operator keeps out of every cache
         try:
             return await relay(request, url, self.origin.http_pool, reactor)
         except OriginError as e:
@@ -239,7 +269,7 @@ class ProtocolResource:
             self.origin.stash.background(req.module, req.version)
         if mode.redirects:
             raise Redirect(url)
-        raise NotFound(f"{what} is not in the cache yet; it is being fetched, try again shortly")
+        raise Pending(f"{what} is not in the cache yet; it is being fetched, try again shortly")
 
     def _looked_up(self, request: IRequest, req: Request, hit: bool) -> None:
         request.cache = "hit" if hit else "miss"
@@ -286,13 +316,38 @@ class ProtocolResource:
             raise NotFound(f"module {req.module} is not in the cache")
         return self._versions(request, req, stored)
 
-    def _versions(self, request: IRequest, req: Request, versions: set[str]) -> bytes:
+    def _versions(self, request: IRequest, req: Request, versions: set[str], remember: bool = True) -> bytes:
         releases = [v for v in sort_versions(versions) if not is_pseudo_version(v)]
-        return self._answer(request, req, TEXT, "".join(v + "\n" for v in releases).encode())
+        data = "".join(v + "\n" for v in releases).encode()
+        if not remember:
+            return self._send(request, TEXT, data, Validators(NO_STORE, content_etag(data)))
+        return self._answer(request, req, TEXT, data)
 
-    def _answer(self, request: IRequest, req: Request, content_type: bytes, data: bytes) -> bytes:
-        self._remember(request, req, content_type, data)
+    def _answer(self, request: IRequest, req: Request, content_type: bytes, data: bytes,
+                modified: int | None = None) -> bytes:
+        """A 200 the hit path may replay, with its caching headers (immutable if it names a version)."""
+        freshness = self._immutable if req.version else max_age(self.list_max_age, self.shared)
+        validators = Validators(freshness, content_etag(data), modified)
+        self._remember(request, req, content_type, validators, data)
+        return self._send(request, content_type, data, validators)
+
+    @staticmethod
+    def _send(request: IRequest, content_type: bytes, data: bytes, validators: Validators) -> bytes:
+        """The answer, or 304 when the client's copy is current."""
+        validators.apply(request)
+        if validators.not_modified(request):
+            request.setResponseCode(304)
+            return b""
         return body(request, content_type, data)
+
+    async def _version_time(self, req: Request, info: bytes | None = None) -> int | None:
+        """``Last-Modified`` of a version: its ``.info``'s time (the same on every node), if the store has it."""
+        if info is None:
+            try:
+                info = await self.storage.info(req.module, req.version)
+            except NotFound:
+                return None  # a go.mod-only version kept without its .info
+        return version_time(info)
 
     async def _latest(self, request: IRequest, req: Request) -> bytes:
         listed: tuple[str, ...] = ()
@@ -323,7 +378,8 @@ class ProtocolResource:
 
     async def _info(self, request: IRequest, req: Request) -> bytes:
         if req.canonical:
-            return self._answer(request, req, JSON, await self._stored(request, req, self.storage.info))
+            info = await self._stored(request, req, self.storage.info)
+            return self._answer(request, req, JSON, info, version_time(info))
         # A query (branch, commit, v1.2): only the origin can resolve it; nothing is stored.
         if not self._asks_origin(req.module):
             raise NotFound(f"{ModuleVersion(req.module, req.version)}: version queries need the origin")
@@ -331,10 +387,52 @@ class ProtocolResource:
         mode, url = self._mode(req.module)
         if mode.redirects:
             raise Redirect(url)
-        return body(request, JSON, await self.origin.query(req.module, req.version))
+        info = await self.origin.query(req.module, req.version)
+        return self._send(request, JSON, info, Validators(max_age(self.list_max_age, self.shared), content_etag(info)))
 
     async def _mod(self, request: IRequest, req: Request) -> bytes:
-        return self._answer(request, req, TEXT, await self._stored(request, req, self.storage.go_mod))
+        mod = await self._stored(request, req, self.storage.go_mod)
+        return self._answer(request, req, TEXT, mod, await self._version_time(req))
+
+    async def _cache_only(self, request: IRequest, req: Request) -> bytes | None:
+        """
+        ``Disable-Module-Fetch: true``: what the store holds, and nothing is
+        fetched, redirected or relayed (404 instead).  Lists and ``@latest``
+        name stored versions only, so no cache in front may keep them.
+        """
+        if req.kind == "list":
+            stored = set(await self.storage.list(req.module))
+            if not stored:
+                raise NotFound(f"module {req.module} has no version in the cache")
+            return self._versions(request, req, stored, remember=False)
+        if req.kind == "latest":
+            version = latest_of(await self.storage.list(req.module))
+            if version is None:
+                raise NotFound(f"module {req.module} has no version in the cache")
+            info = await self.storage.info(req.module, version)
+            return self._send(request, JSON, info, Validators(NO_STORE, content_etag(info)))
+        if not req.canonical:
+            raise NotFound(f"{ModuleVersion(req.module, req.version)}: a version query needs the origin, "
+                           "and Disable-Module-Fetch forbids it")
+        if self._mode(req.module)[0] is Mode.PASSTHROUGH:
+            raise NotFound(f"{req.module} is never cached (pass-through)")
+        if req.kind == "zip":
+            try:
+                blob = await self.storage.zip(req.module, req.version)
+            except NotFound:
+                self._looked_up(request, req, False)
+                raise
+            self._looked_up(request, req, True)
+            return await self._send_zip(request, req, blob)
+        get = self.storage.info if req.kind == "info" else self.storage.go_mod
+        try:
+            data = await get(req.module, req.version)
+        except NotFound:
+            self._looked_up(request, req, False)
+            raise
+        self._looked_up(request, req, True)
+        modified = version_time(data) if req.kind == "info" else await self._version_time(req)
+        return self._answer(request, req, JSON if req.kind == "info" else TEXT, data, modified)
 
     async def _zip(self, request: IRequest, req: Request) -> bytes | None:
         try:
@@ -346,14 +444,37 @@ class ProtocolResource:
                 return None
             await self._fill(req)
             blob = await self.storage.zip(req.module, req.version)
+        return await self._send_zip(request, req, blob)
+
+    async def _send_zip(self, request: IRequest, req: Request, blob: Any) -> bytes | None:
+        """A stored zip: whole, one range of it (206, 416), or 304; the blob is closed in the end."""
+        try:
+            validators = await self._zip_validators(req, blob.size)
+        except BaseException:
+            blob.close()
+            raise
         path = getattr(blob, "path", "")  # a zip in a local file: the hit path sends it with sendfile
         if path:
-            self._remember(request, req, ZIP, path=path, size=blob.size)
+            self._remember(request, req, ZIP, validators, path=path, size=blob.size)
+        window: Window | None = None
         try:
+            validators.apply(request)
+            if validators.not_modified(request):
+                request.setResponseCode(304)
+                return b""
+            if request.method == b"GET" and validators.range_applies(request):
+                try:
+                    window = requested(request.getHeader(b"range"), blob.size)
+                except Unsatisfiable:
+                    request.setHeader(b"content-range", b"bytes */%d" % blob.size)
+                    return text(request, f"range not satisfiable: the zip has {blob.size} bytes", 416)
             request.setHeader(b"content-type", ZIP)
-            request.setHeader(b"content-length", b"%d" % blob.size)
+            if window is not None:
+                request.setResponseCode(206)
+                request.setHeader(b"content-range", window.content_range)
+            request.setHeader(b"content-length", b"%d" % (window.length if window else blob.size))
             if request.method != b"HEAD":
-                await write_stream(request, blob.chunks())
+                await write_stream(request, window_of(blob, window) if window else blob.chunks())
         except (ConnectionDone, CancelledError):
             abort(request, "client left")  # nothing more to answer; logged with what it got
         except Exception:
@@ -365,6 +486,13 @@ class ProtocolResource:
             blob.close()
         return None
 
+    async def _zip_validators(self, req: Request, size: int) -> Validators:
+        """A zip's tag and time come from its version's ``.info``: nothing is read of the zip itself."""
+        try:
+            info = await self.storage.info(req.module, req.version)
+        except NotFound:  # deleted meanwhile (the open blob still reads): no validators
+            return Validators(self._immutable, ranges=True)
+        return Validators(self._immutable, zip_etag(info, size), version_time(info), ranges=True)
 
     async def _stream_through(self, request: IRequest, req: Request) -> bool:
         """
@@ -385,6 +513,8 @@ class ProtocolResource:
         except FileNotFoundError:
             return False  # already stored and cleaned up: storage has it
         request.setHeader(b"content-type", ZIP)
+        # Not checked yet (that happens before it is stored): no cache in front may keep it.
+        request.setHeader(b"cache-control", NO_STORE)
         if growing.declared is not None:
             request.setHeader(b"content-length", b"%d" % growing.declared)
         try:
