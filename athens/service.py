@@ -157,7 +157,8 @@ class AthensService(MultiService):
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
-                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), list_max_age=config.list_cache_ttl)
+                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), list_max_age=config.list_cache_ttl,
+                              index_enabled=config.index_type != "none")
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
         self._deletions: str | None = None

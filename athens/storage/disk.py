@@ -26,7 +26,8 @@ from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from athens.module import ModuleVersion, is_valid_semver
-from athens.storage.interface import CatalogPage, IStorage, ModChanged, NotFound, StorageError, page, sized
+from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ModChanged, NotFound, StorageError, index_of,
+                                     page, sized)
 
 CHUNK = 256 << 10
 TMP_DIR = ".athens-tmp"
@@ -339,6 +340,25 @@ class DiskStorage:
                 module = os.path.relpath(os.path.dirname(dirpath), self.root).replace(os.sep, "/")
                 found.append(ModuleVersion(module, version))
         return found
+
+    def index(self, since: float, limit: int) -> Deferred[list[IndexLine]]:
+        """
+        A version's save is its ``source.zip``'s mtime (written once, before
+        the version is published; Athens' own disk layout has no other record).
+        Every call walks the store.
+        """
+
+        def saved() -> list[IndexLine]:
+            lines = []
+            for mv in self._walk():
+                try:
+                    mtime = os.stat(os.path.join(self.root, mv.path, mv.version, "source.zip")).st_mtime
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                lines.append(IndexLine(mv.path, mv.version, mtime))
+            return index_of(lines, since, limit)
+
+        return deferToThread(saved)
 
     def touch(self, module: str, version: str) -> Deferred[None]:
         """The version directory's mtime is its last use (a rename leaves it at the save)."""

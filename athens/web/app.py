@@ -35,11 +35,11 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
-             protocol: ProtocolResource | None = None) -> Klein:
+             protocol: ProtocolResource | None = None, *, index_enabled: bool = True) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
-    ops = OpsResource(storage, clock, robots, path_prefix)
+    ops = OpsResource(storage, clock, robots, path_prefix, index_enabled)
     protocol = protocol or ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves,
                                             validator)
 
@@ -47,6 +47,7 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
     app.route("/version", methods=GET, endpoint="version")(ops.version)
     app.route("/catalog", methods=GET, endpoint="catalog")(ops.catalog)
+    app.route("/index", methods=GET, endpoint="index")(ops.index)
     app.route("/robots.txt", methods=GET, endpoint="robots")(ops.robots_txt)
 
     @app.route("/metrics", methods=GET, endpoint="metrics")
@@ -82,14 +83,15 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
-                  validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None) -> IResource:
+                  validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None, *,
+                  index_enabled: bool = True) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     metrics = metrics or Metrics()
     if protocol is None:
         protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
                                     shared=basic_auth is None)
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
-                        fill_after_client_leaves, validator, protocol).resource()
+                        fill_after_client_leaves, validator, protocol, index_enabled=index_enabled).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if not path_prefix:
@@ -124,11 +126,12 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
-              list_max_age: int = 60) -> ProxySite:
+              list_max_age: int = 60, index_enabled: bool = True) -> ProxySite:
     """
     The site of :func:`make_resource`, with the hit path in front unless
     ``hit_path`` is False.  ``list_max_age``: how long a cache in front may
-    keep a list or ``@latest`` (``ListCacheTTL``).
+    keep a list or ``@latest`` (``ListCacheTTL``); ``index_enabled`` False:
+    ``/index`` answers nothing (``IndexType = "none"``).
     """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
@@ -137,7 +140,7 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
                                 answers=answers, list_ttl=list_ttl, list_max_age=list_max_age,
                                 shared=basic_auth is None)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
-                             fill_after_client_leaves, validator, protocol)
+                             fill_after_client_leaves, validator, protocol, index_enabled=index_enabled)
     hits = None
     if answers is not None:
         authorization = None
