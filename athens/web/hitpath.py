@@ -8,7 +8,8 @@ headers and body (for a zip on disk, the file) under the request target.
 connection: a plain ``GET``/``HEAD`` for a remembered target, with
 credentials when basic auth is on, is answered at once from those bytes
 (zips with ``sendfile``: :mod:`athens.web.sendfile`); anything else, or anything
-unusual, is handed to ``HTTPChannel`` and the Klein app unchanged, one
+unusual (conditional, range and cache-only requests, whose answers are not the
+remembered 200), is handed to ``HTTPChannel`` and the Klein app unchanged, one
 request at a time, so answers keep their order.  Deletes anywhere clear
 every answer (:meth:`Answers.clear`, polled by the service).
 """
