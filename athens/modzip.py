@@ -48,10 +48,10 @@ class InvalidZip(ValueError):
 def check_zip(path: str, module: str, version: str, go_mod: bytes | None = None) -> str:
     """Check the zip at ``path`` for ``module@version``; return its ``h1:`` hash."""
     prefix = f"{module}@{version}/"
+    size = os.stat(path).st_size
+    if size > MAX_ZIP_FILE:
+        raise InvalidZip(f"module zip file is too large ({size} bytes; limit is {MAX_ZIP_FILE} bytes)")
     try:
-        size = os.stat(path).st_size
-        if size > MAX_ZIP_FILE:
-            raise InvalidZip(f"module zip file is too large ({size} bytes; limit is {MAX_ZIP_FILE} bytes)")
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error) as e:
         raise InvalidZip(f"not a readable zip file: {e}") from None
