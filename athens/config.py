@@ -81,6 +81,11 @@ class Config:
     basic_auth_user: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    force_ssl: bool = False
+    #: ``prometheus`` serves ``/metrics``; empty turns it off (Athens' names).
+    stats_exporter: str = "prometheus"
+    #: Requests to upstream proxies in flight at once, per upstream (Athens: protocol operations at once).
+    protocol_workers: int = 30
     basic_auth_pass: str = attrs.field(default="", repr=False)
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
@@ -227,6 +232,13 @@ def _bool(key: str, raw: Any) -> bool:
     raise ConfigError(f"{key}: expected true or false, got {raw!r}")
 
 
+def _stats_exporter(key: str, raw: Any) -> str:
+    value = _string(key, raw)
+    if value not in ("prometheus", ""):
+        raise ConfigError(f"{key}: {value!r} is not supported here: \"prometheus\" (/metrics) or \"\" (off)")
+    return value
+
+
 def _redirect_code(key: str, raw: Any) -> int:
     try:
         code = int(raw)
@@ -310,6 +322,9 @@ KEYS: tuple[Key, ...] = (
     Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),
     Key(("TLSCertFile",), ("ATHENS_TLSCERT_FILE",), "tls_cert_file", _path),
     Key(("TLSKeyFile",), ("ATHENS_TLSKEY_FILE",), "tls_key_file", _path),
+    Key(("ForceSSL",), ("PROXY_FORCE_SSL",), "force_ssl", _bool),
+    Key(("StatsExporter",), ("ATHENS_STATS_EXPORTER",), "stats_exporter", _stats_exporter),
+    Key(("ProtocolWorkers",), ("ATHENS_PROTOCOL_WORKERS",), "protocol_workers", _positive_int),
     Key(("BasicAuthPass",), ("BASIC_AUTH_PASS",), "basic_auth_pass", _string),
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
