@@ -105,6 +105,7 @@ class Config:
     sentinel_endpoints: tuple[str, ...] = ("127.0.0.1:26379",)
     sentinel_master: str = "redis-1"
     sentinel_password: str = attrs.field(default="", repr=False)
+    sentinel_db: int = 0
 
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
@@ -147,8 +148,12 @@ def _positive_int(key: str, raw: Any) -> int:
     except (TypeError, ValueError):
         value = None
     if value is None or value <= 0:
-        raise ConfigError(f"{key}: expected a positive whole number of seconds, got {raw!r}")
+        raise ConfigError(f"{key}: expected a positive whole number, got {raw!r}")
     return value
+
+
+def _non_negative_int(key: str, raw: Any) -> int:
+    return 0 if raw in (0, "0") else _positive_int(key, raw)
 
 
 def _port(key: str, raw: Any) -> str:
@@ -338,6 +343,13 @@ KEYS: tuple[Key, ...] = (
         "postgres_max_connections", _positive_int),
     Key(("SingleFlightType",), ("ATHENS_SINGLE_FLIGHT_TYPE",), "single_flight_type", _choice(SINGLE_FLIGHT_TYPES)),
     Key(("SingleFlight", "Redis", "Endpoint"), ("ATHENS_REDIS_ENDPOINT",), "redis_endpoint", _string),
+    # Athens reads these for Sentinel under [SingleFlight.RedisSentinel], from the same variables as Redis
+    # (before the Redis keys here, so that a variable still wins over the file).
+    Key(("SingleFlight", "RedisSentinel", "RedisPassword"), (), "redis_password", _string),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "TTL"), (), "lock_ttl", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "Timeout"), (), "lock_timeout", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "MaxRetries"), (), "lock_max_retries", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "DB"), ("ATHENS_REDIS_SENTINEL_DB",), "sentinel_db", _non_negative_int),
     Key(("SingleFlight", "Redis", "Password"), ("ATHENS_REDIS_PASSWORD",), "redis_password", _string),
     Key(("SingleFlight", "Redis", "LockConfig", "TTL"), ("ATHENS_REDIS_LOCK_TTL",), "lock_ttl", _positive_int),
     Key(("SingleFlight", "Redis", "LockConfig", "Timeout"), ("ATHENS_REDIS_LOCK_TIMEOUT",), "lock_timeout",

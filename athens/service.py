@@ -106,7 +106,7 @@ def build_lock(config: Config, reactor: Any) -> RedisLock | None:
         return None
     if config.single_flight_type == "redis-sentinel":
         redis = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
-                                 config.redis_password, config.lock_timeout)
+                                 config.redis_password, config.lock_timeout, config.sentinel_db)
     else:
         try:
             redis = connect_redis(config.redis_endpoint, config.redis_password, timeout=config.lock_timeout)

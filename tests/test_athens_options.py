@@ -130,3 +130,17 @@ async def test_stats_exporter_turns_metrics_on_and_off():
 def test_an_empty_stats_exporter_in_the_file_turns_metrics_off(tmp_path):
     (tmp_path / "athens.toml").write_text('StatsExporter = ""\n')
     assert athens_config.load(str(tmp_path / "athens.toml"), environ={}).stats_exporter == ""
+
+
+def test_sentinel_settings_under_athens_sentinel_section(tmp_path):
+    (tmp_path / "athens.toml").write_text(
+        '[SingleFlight.RedisSentinel]\nRedisPassword = "from-file"\nDB = 2\n'
+        '[SingleFlight.RedisSentinel.LockConfig]\nTTL = 60\nTimeout = 5\nMaxRetries = 3\n')
+    config = athens_config.load(str(tmp_path / "athens.toml"), environ={})
+    assert (config.redis_password, config.sentinel_db) == ("from-file", 2)
+    assert (config.lock_ttl, config.lock_timeout, config.lock_max_retries) == (60, 5, 3)
+    assert config.warnings == ()
+    # the variables Athens shares between Redis and Sentinel still win over the file
+    config = athens_config.load(str(tmp_path / "athens.toml"), environ={"ATHENS_REDIS_PASSWORD": "from-env",
+                                                                       "ATHENS_REDIS_LOCK_TTL": "90"})
+    assert (config.redis_password, config.lock_ttl) == ("from-env", 90)
