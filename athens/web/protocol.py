@@ -182,10 +182,10 @@ class ProtocolResource:
                     await self.validator.check(req.module, req.version)
                 except Refused as e:
                     raise Forbidden(str(e)) from None
-            if fetch_disabled(request):
-                return await self._cache_only(request, req)
             mode, url = self._mode(req.module)
             if mode is Mode.PASSTHROUGH:
+                if fetch_disabled(request):
+                    raise NotFound(f"{req.module} is never cached (pass-through)")
                 raise PassThrough(url)  # never cached: storage is not even asked
             handler: Callable[[IRequest, Request], Awaitable[bytes | None]] = getattr(self, "_" + req.kind)
             return await handler(request, req)
@@ -284,6 +284,8 @@ class ProtocolResource:
             return found
         except NotFound:
             self._looked_up(request, req, False)
+            if fetch_disabled(request):
+                raise
             origin = self._sync_origin(req.module)
             if origin is not None:
                 try:
@@ -295,13 +297,14 @@ class ProtocolResource:
 
     # -- handlers --
 
-    def _asks_origin(self, module: str) -> bool:
-        """Lists, latest and queries go to the origin unless offline or the mode is none."""
-        return self.origin is not None and not self.origin.offline and self._mode(module)[0] is not Mode.NONE
+    def _asks_origin(self, request: IRequest, module: str) -> bool:
+        """Lists, latest and queries go to the origin unless offline, the mode is none, or the cache only is asked."""
+        return (self.origin is not None and not self.origin.offline and self._mode(module)[0] is not Mode.NONE
+                and not fetch_disabled(request))
 
     async def _list(self, request: IRequest, req: Request) -> bytes:
         stored = set(await self.storage.list(req.module))
-        if self._asks_origin(req.module):
+        if self._asks_origin(request, req.module):
             assert self.origin is not None
             try:
                 stored.update((await self.origin.lists.get(req.module)).versions)
@@ -316,18 +319,24 @@ class ProtocolResource:
             raise NotFound(f"module {req.module} is not in the cache")
         return self._versions(request, req, stored)
 
-    def _versions(self, request: IRequest, req: Request, versions: set[str], remember: bool = True) -> bytes:
+    def _versions(self, request: IRequest, req: Request, versions: set[str]) -> bytes:
         releases = [v for v in sort_versions(versions) if not is_pseudo_version(v)]
-        data = "".join(v + "\n" for v in releases).encode()
-        if not remember:
-            return self._send(request, TEXT, data, Validators(NO_STORE, content_etag(data)))
-        return self._answer(request, req, TEXT, data)
+        return self._answer(request, req, TEXT, "".join(v + "\n" for v in releases).encode())
 
     def _answer(self, request: IRequest, req: Request, content_type: bytes, data: bytes,
                 modified: int | None = None) -> bytes:
-        """A 200 the hit path may replay, with its caching headers (immutable if it names a version)."""
-        freshness = self._immutable if req.version else max_age(self.list_max_age, self.shared)
-        validators = Validators(freshness, content_etag(data), modified)
+        """
+        A 200 with its caching headers, which the hit path may replay: a
+        version's is immutable; a list's or ``@latest``'s fresh for
+        ``ListCacheTTL``, unless it names stored versions only for
+        ``Disable-Module-Fetch`` (kept by no cache, and not remembered).
+        """
+        if req.version:
+            validators = Validators(self._immutable, content_etag(data), modified)
+        elif fetch_disabled(request):
+            return self._send(request, content_type, data, Validators(NO_STORE, content_etag(data)))
+        else:
+            validators = Validators(max_age(self.list_max_age, self.shared), content_etag(data), modified)
         self._remember(request, req, content_type, validators, data)
         return self._send(request, content_type, data, validators)
 
@@ -351,7 +360,7 @@ class ProtocolResource:
 
     async def _latest(self, request: IRequest, req: Request) -> bytes:
         listed: tuple[str, ...] = ()
-        if self._asks_origin(req.module):
+        if self._asks_origin(request, req.module):
             assert self.origin is not None
             try:
                 listing = await self.origin.lists.get(req.module)
@@ -381,7 +390,7 @@ class ProtocolResource:
             info = await self._stored(request, req, self.storage.info)
             return self._answer(request, req, JSON, info, version_time(info))
         # A query (branch, commit, v1.2): only the origin can resolve it; nothing is stored.
-        if not self._asks_origin(req.module):
+        if not self._asks_origin(request, req.module):
             raise NotFound(f"{ModuleVersion(req.module, req.version)}: version queries need the origin")
         assert self.origin is not None
         mode, url = self._mode(req.module)
@@ -394,52 +403,14 @@ class ProtocolResource:
         mod = await self._stored(request, req, self.storage.go_mod)
         return self._answer(request, req, TEXT, mod, await self._version_time(req))
 
-    async def _cache_only(self, request: IRequest, req: Request) -> bytes | None:
-        """
-        ``Disable-Module-Fetch: true``: what the store holds, and nothing is
-        fetched, redirected or relayed (404 instead).  Lists and ``@latest``
-        name stored versions only, so no cache in front may keep them.
-        """
-        if req.kind == "list":
-            stored = set(await self.storage.list(req.module))
-            if not stored:
-                raise NotFound(f"module {req.module} has no version in the cache")
-            return self._versions(request, req, stored, remember=False)
-        if req.kind == "latest":
-            version = latest_of(await self.storage.list(req.module))
-            if version is None:
-                raise NotFound(f"module {req.module} has no version in the cache")
-            info = await self.storage.info(req.module, version)
-            return self._send(request, JSON, info, Validators(NO_STORE, content_etag(info)))
-        if not req.canonical:
-            raise NotFound(f"{ModuleVersion(req.module, req.version)}: a version query needs the origin, "
-                           "and Disable-Module-Fetch forbids it")
-        if self._mode(req.module)[0] is Mode.PASSTHROUGH:
-            raise NotFound(f"{req.module} is never cached (pass-through)")
-        if req.kind == "zip":
-            try:
-                blob = await self.storage.zip(req.module, req.version)
-            except NotFound:
-                self._looked_up(request, req, False)
-                raise
-            self._looked_up(request, req, True)
-            return await self._send_zip(request, req, blob)
-        get = self.storage.info if req.kind == "info" else self.storage.go_mod
-        try:
-            data = await get(req.module, req.version)
-        except NotFound:
-            self._looked_up(request, req, False)
-            raise
-        self._looked_up(request, req, True)
-        modified = version_time(data) if req.kind == "info" else await self._version_time(req)
-        return self._answer(request, req, JSON if req.kind == "info" else TEXT, data, modified)
-
     async def _zip(self, request: IRequest, req: Request) -> bytes | None:
         try:
             blob = await self.storage.zip(req.module, req.version)
             self._looked_up(request, req, True)
         except NotFound:
             self._looked_up(request, req, False)
+            if fetch_disabled(request):
+                raise
             if await self._stream_through(request, req):
                 return None
             await self._fill(req)
