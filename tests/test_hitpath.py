@@ -248,6 +248,7 @@ async def test_the_filter_and_passthrough_decide_before_anything_is_remembered(t
         for _ in range(2):
             relayed = await deferToThread(rawhttp.get, number, f"/{ERRORS}/@v/v0.9.1.mod")
             assert (relayed.status, relayed.body) == (200, upstream.files[f"/{ERRORS}/@v/v0.9.1.mod"])
+            assert relayed.headers["cache-control"] == "no-store"  # kept out of every cache, in front too
             assert (await deferToThread(rawhttp.get, number, "/example.com/blocked/@v/v1.0.0.info")).status == 403
             assert (await deferToThread(rawhttp.get, number, TARGETS["info"][0])).status == 200
         assert served.port.factory.hits.answered == 1  # only the second .info of the module neither rule names
