@@ -164,7 +164,6 @@ class AthensService(MultiService):
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
                               list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl,
                               vulndb=self.vulndb.database, vuln_policy=self.vulndb.policy)
-        self.vulndb.database.listeners.append(lambda snapshot: self._forget_answers())
         self.vulndb.setServiceParent(self)
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
@@ -195,13 +194,9 @@ class AthensService(MultiService):
         if self._deletions is not None and token != self._deletions:
             log.info("a version was deleted from the store: cached answers dropped")
             self.cached.clear()
-            self._forget_answers()
+            if self.site.hits is not None:
+                self.site.hits.answers.clear()
         self._deletions = token
-
-    def _forget_answers(self) -> None:
-        """The hit path's answers: after a delete, and when a new vulnerability database may flag a zip."""
-        if self.site.hits is not None:
-            self.site.hits.answers.clear()
 
     def _validator(self, reactor: Any) -> ValidatorHook | None:
         if not self.config.validator_hook:

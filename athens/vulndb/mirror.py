@@ -66,9 +66,11 @@ class Mirror:
 
     async def _gz(self, endpoint: str) -> bytes:
         try:
-            return gunzip(await self._get(endpoint + ".json.gz"))
+            data = await self._get(endpoint + ".json.gz")
         except OriginNotFound as e:
             raise UpstreamFailed(f"{self.url}/{endpoint}.json.gz: not found ({e})") from None
+        # Sent with Content-Encoding: gzip (a static server's habit), treq has inflated it already.
+        return gunzip(data) if data[:2] == b"\x1f\x8b" else data
 
     async def refresh(self) -> str:
         """``copied`` or ``unchanged``; raises VulnDBError or StorageError, and the copy in service stays."""

@@ -149,6 +149,8 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
                              fill_after_client_leaves, validator, protocol, force_ssl, vulndb=vulndb)
     hits = None
+    if answers is not None and vulndb is not None:  # a new database may flag a remembered zip: judge it again
+        vulndb.listeners.append(lambda snapshot: answers.clear())
     if answers is not None:
         authorization = None
         if basic_auth is not None:
