@@ -13,7 +13,7 @@ from athens.storage.interface import IStorage
 from athens.vulndb.errors import InvalidDatabase
 from athens.vulndb.osv import timestamp
 from athens.vulndb.snapshot import from_archive
-from athens.vulndb.store import State, vuln_store
+from athens.vulndb.store import MemoryVulnStore, State, vuln_store
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -39,6 +39,10 @@ def _read(path: str) -> bytes:
 
 async def import_file(storage: IStorage, path: str) -> int:
     """Store the database in ``path`` (every running daemon serves it within seconds); 1 if it is refused."""
+    store = vuln_store(storage)
+    if isinstance(store, MemoryVulnStore):
+        print(f"athens-admin vulndb import: {storage.name} storage keeps nothing after this command")
+        return 1
     try:
         snapshot = await deferToThread(lambda: from_archive(_read(path)))
     except OSError as e:
@@ -47,7 +51,6 @@ async def import_file(storage: IStorage, path: str) -> int:
     except InvalidDatabase as e:
         print(f"athens-admin vulndb import: {path} is not a usable Go vulnerability database: {e}")
         return 1
-    store = vuln_store(storage)
     stored = await store.state()
     if stored is not None and stored.digest == snapshot.digest:
         print(f"already stored: {snapshot.entries} entries, modified {snapshot.modified}")

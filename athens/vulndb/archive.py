@@ -86,8 +86,10 @@ def _members(data: bytes) -> Iterator[tuple[str, bytes]]:
                     f = tf.extractfile(member)
                     if f is not None:
                         yield member.name, _bounded(f, MAX_FILE, member.name)
+    except tarfile.ReadError:
+        raise InvalidDatabase("neither a zip nor a tar file") from None
     except (tarfile.TarError, zlib.error, EOFError, OSError) as e:
-        raise InvalidDatabase(f"neither a zip nor a tar: {e}") from None
+        raise InvalidDatabase(f"a broken tar file: {e}") from None
 
 
 def read_archive(data: bytes) -> Tree:
