@@ -12,6 +12,7 @@ import pytest
 from athens.vulndb.archive import MAX_FILE, read_archive, write_archive
 from athens.vulndb.errors import InvalidDatabase
 from athens.vulndb.snapshot import build, from_archive
+from tests.test_importer import make_zip
 from tests.vulndata import entry, tar_of, tree
 
 M = "github.com/athens-vuln/lib"
@@ -22,19 +23,11 @@ def files():
                                                  aliases=["CVE-2024-1"])])
 
 
-def zipped(members: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return out.getvalue()
-
-
 def test_every_form_of_one_database_gives_one_snapshot():
     """vulndb.zip, a zip of a mirror under a directory (.json.gz only), tars plain and compressed: same digest."""
     t = files()
     reference = build(t)
-    mirror = zipped({f"vuln.go.dev/{k}.json.gz": gzip.compress(v) for k, v in t.items()}
+    mirror = make_zip({f"vuln.go.dev/{k}.json.gz": gzip.compress(v) for k, v in t.items()}
                     | {"vuln.go.dev/github.com/legacy.json": b"[]", "vuln.go.dev/index.json": b"{}"})
     for data in (write_archive(t), mirror, tar_of(t), tar_of(t, gz=True, mode="w"), tar_of(t, mode="w:xz")):
         snapshot = from_archive(data)
@@ -59,7 +52,7 @@ def test_what_is_served_is_the_upstream_bytes():
 def test_plain_json_wins_over_its_gz_twin():
     t = files()
     other = json.dumps({"modified": "2030-01-01T00:00:00Z"}).encode()
-    data = zipped({**{k + ".json": v for k, v in t.items()}, "index/db.json.gz": gzip.compress(other)})
+    data = make_zip({**{k + ".json": v for k, v in t.items()}, "index/db.json.gz": gzip.compress(other)})
     assert read_archive(data)["index/db"] == t["index/db"]
 
 
@@ -91,10 +84,10 @@ def test_not_json_is_refused():
 
 @pytest.mark.parametrize("data, error", [
     (b"not an archive at all", "neither a zip nor a tar"),
-    (zipped({"README": b"hello"}), "no index/db.json"),
-    (zipped({"a/index/db.json": b"{}", "b/index/db.json": b"{}"}), "several databases"),
-    (zipped({"index/db.json.gz": b"not gzip"}), "not gzip"),
-    (zipped({"index/db.json.gz": gzip.compress(b"x" * 100)[:-12]}), "cut short"),
+    (make_zip({"README": b"hello"}), "no index/db.json"),
+    (make_zip({"a/index/db.json": b"{}", "b/index/db.json": b"{}"}), "several databases"),
+    (make_zip({"index/db.json.gz": b"not gzip"}), "not gzip"),
+    (make_zip({"index/db.json.gz": gzip.compress(b"x" * 100)[:-12]}), "cut short"),
 ])
 def test_unreadable_archives_are_refused(data, error):
     with pytest.raises(InvalidDatabase, match=error):
@@ -105,7 +98,7 @@ def test_sizes_are_bounded_whatever_the_archive_declares():
     """A gzip bomb inside, and a member larger than the limit: refused without inflating it all."""
     bomb = gzip.compress(b"\0" * (MAX_FILE + 1))
     with pytest.raises(InvalidDatabase, match="larger than"):
-        read_archive(zipped({"index/db.json.gz": bomb}))
+        read_archive(make_zip({"index/db.json.gz": bomb}))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("index/modules.json", b" " * (MAX_FILE + 1))
