@@ -31,6 +31,8 @@ log = Logger()
 
 @attrs.define
 class VulnDatabase:
+    """The copy this process serves and judges by, and where it is stored."""
+
     store: IVulnStore
     clock: IReactorTime
     snapshot: Snapshot | None = None

@@ -50,6 +50,8 @@ def _json(data: bytes, what: str) -> Any:
 
 @attrs.define
 class Mirror:
+    """Copies the database from ``url`` into ``database`` when the upstream has a newer one."""
+
     url: str
     files: Files
     database: VulnDatabase

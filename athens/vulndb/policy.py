@@ -34,6 +34,8 @@ class Denied(Exception):
 
 @attrs.define
 class VulnPolicy:
+    """``VulnPolicy`` with its patterns and accepted advisories, judging by the copy in service."""
+
     mode: str
     database: VulnDatabase
     patterns: tuple[str, ...] = ()

@@ -31,6 +31,8 @@ POLL = 10.0
 
 
 class VulnDBService(Service):
+    """Owns the copy in service and the policy; follows the store, and refreshes from the upstream."""
+
     def __init__(self, config: Config, storage: IStorage, reactor: Any, pool: Any, metrics: Any) -> None:
         self.reactor = reactor
         self.metrics = metrics

@@ -25,6 +25,8 @@ from athens.vulndb.store import IVulnStore, State
 @implementer(IVulnStore)
 @attrs.define
 class RedisVulnStore:
+    """One Redis hash: state and archive, written and read in one command each."""
+
     redis: Any
     prefix: str = "athens:"
 
@@ -143,6 +145,8 @@ BUCKET_PREFIX = ".athens-py/vulndb/"
 @implementer(IVulnStore)
 @attrs.define
 class BucketVulnStore:
+    """Objects in a bucket: the archive under its digest, then the state naming it."""
+
     bucket: Any
 
     def state(self) -> Deferred[State | None]:
