@@ -16,6 +16,9 @@ from twisted.web.resource import IResource, Resource
 from athens.metrics import Metrics
 from athens.origin import Origin
 from athens.storage.interface import IStorage
+from athens.vulndb import web as vulnweb
+from athens.vulndb.database import VulnDatabase
+from athens.vulndb.policy import VulnPolicy
 from athens.web.accesslog import AccessLog
 from athens.web.auth import BasicAuth
 from athens.web.forcessl import ForceSSL
@@ -36,11 +39,13 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
-             protocol: ProtocolResource | None = None, *, index_enabled: bool = True) -> Klein:
+             protocol: ProtocolResource | None = None, *, vulndb: VulnDatabase | None = None,
+             index_enabled: bool = True) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
-    ops = OpsResource(storage, clock, robots, path_prefix, index_enabled)
+    ops = OpsResource(storage, clock, robots, path_prefix, details=(vulndb.describe,) if vulndb else (),
+                      index_enabled=index_enabled)
     protocol = protocol or ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves,
                                             validator)
 
@@ -63,6 +68,12 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
         if sumdb is None:
             return text(request, "not found: this proxy does not carry checksum databases", 404)
         return sumdb.handle(request, name, path)
+
+    @app.route("/vuln/<path:path>", methods=GET, endpoint="vuln")
+    def vulnerabilities(request: IRequest, path: str) -> bytes:
+        if vulndb is None:
+            return text(request, "not found: this proxy does not serve a vulnerability database", 404)
+        return vulnweb.serve(request, vulndb, path)
 
     @app.route("/<path:path>", methods=GET, endpoint="protocol")
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
@@ -87,14 +98,16 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
                   validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
-                  force_ssl: bool = False, *, index_enabled: bool = True) -> IResource:
+                  force_ssl: bool = False, *, vulndb: VulnDatabase | None = None,
+                  index_enabled: bool = True) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     metrics = metrics or Metrics()
     if protocol is None:
         protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
                                     shared=basic_auth is None)
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
-                        fill_after_client_leaves, validator, protocol, index_enabled=index_enabled).resource()
+                        fill_after_client_leaves, validator, protocol, vulndb=vulndb,
+                        index_enabled=index_enabled).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if force_ssl:
@@ -131,22 +144,26 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
-              force_ssl: bool = False, list_max_age: int = 60, index_enabled: bool = True) -> ProxySite:
+              force_ssl: bool = False, vulndb: VulnDatabase | None = None,
+              vuln_policy: VulnPolicy | None = None, list_max_age: int = 60, index_enabled: bool = True) -> ProxySite:
     """
-    The site of :func:`make_resource`, with the hit path in front unless
-    ``hit_path`` is False.  ``list_max_age``: how long a cache in front may
-    keep a list or ``@latest`` (``ListCacheTTL``); ``index_enabled`` False:
-    ``/index`` answers nothing (``IndexType = "none"``).
+    The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False; ``vulndb``
+    served at ``/vuln/``, ``vuln_policy`` judging zips.  ``list_max_age``: how long a cache in front may
+    keep a list or ``@latest`` (``ListCacheTTL``); ``index_enabled`` False: ``/index`` answers nothing
+    (``IndexType = "none"``).
     """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
     answers = Answers() if hit_path else None
     protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
-                                answers=answers, list_ttl=list_ttl, list_max_age=list_max_age,
-                                shared=basic_auth is None)
+                                answers=answers, list_ttl=list_ttl, vuln_policy=vuln_policy,
+                                list_max_age=list_max_age, shared=basic_auth is None)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
-                             fill_after_client_leaves, validator, protocol, force_ssl, index_enabled=index_enabled)
+                             fill_after_client_leaves, validator, protocol, force_ssl, vulndb=vulndb,
+                             index_enabled=index_enabled)
     hits = None
+    if answers is not None and vulndb is not None:  # a new database may flag a remembered zip: judge it again
+        vulndb.listeners.append(lambda snapshot: answers.clear())
     if answers is not None:
         authorization = None
         if basic_auth is not None:

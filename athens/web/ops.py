@@ -8,6 +8,7 @@ import os
 import platform
 import re
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 import attrs
 import twisted
@@ -43,6 +44,8 @@ class OpsResource:
     path_prefix: str = ""
     #: ``IndexType = "none"``: /index answers nothing, as Athens' no-op index does.
     index_enabled: bool = True
+    #: More to say on /readyz, a phrase each (the vulnerability database's age); none makes it not ready.
+    details: tuple[Callable[[], str], ...] = ()
 
     async def catalog(self, request: IRequest) -> bytes:
         """Athens' paging: ``?token=&pagesize=`` -> ``{"modules": [...], "next": "..."}``."""
@@ -115,7 +118,7 @@ class OpsResource:
         except Exception as e:
             log.warn("readiness check failed: {error}", error=repr(e))
             return text(request, f"not ready: {self.storage.name} storage: {e or type(e).__name__}", 503)
-        return text(request, "OK")
+        return text(request, "; ".join(["OK", *(detail() for detail in self.details)]))
 
     def version(self, request: IRequest) -> bytes:
         info = {
