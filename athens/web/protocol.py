@@ -468,12 +468,18 @@ class ProtocolResource:
         return None
 
     async def _zip_validators(self, req: Request, size: int) -> Validators:
-        """A zip's tag and time come from its version's ``.info``: nothing is read of the zip itself."""
+        """
+        A zip's tag and time come from its version's ``.info``: nothing is read
+        of the zip itself.  A zip ``VulnPolicy`` flags is kept by no cache in
+        front, so that every download of it is judged here.
+        """
+        flagged = self.vuln_policy is not None and self.vuln_policy.flags(req.module, req.version)
+        freshness = NO_STORE if flagged else self._immutable
         try:
             info = await self.storage.info(req.module, req.version)
         except NotFound:  # deleted meanwhile (the open blob still reads): no validators
-            return Validators(self._immutable, ranges=True)
-        return Validators(self._immutable, zip_etag(info, size), version_time(info), ranges=True)
+            return Validators(freshness, ranges=True)
+        return Validators(freshness, zip_etag(info, size), version_time(info), ranges=True)
 
     async def _stream_through(self, request: IRequest, req: Request) -> bool:
         """
