@@ -25,7 +25,8 @@ from athens.filter import Action, FilterError, load_filter
 from athens.listcache import ListCache
 from athens.origin import Origin
 from athens.policy import PolicyError, load_policy
-from athens.singleflight.redis import RedisLock, connect_sentinel
+from athens.singleflight.interface import ILock
+from athens.singleflight.redis import connect_sentinel, redis_lock
 from athens.stash import Stash
 from athens.storage.redis import connect as connect_redis
 from athens.logs import LEVELS, make_observer
@@ -98,10 +99,19 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
                   http_pool=pool)
 
 
-def build_lock(config: Config, reactor: Any) -> RedisLock | None:
+def build_lock(config: Config, reactor: Any) -> ILock | None:
     """The lock that makes several nodes fetch a version once (``SingleFlightType``)."""
     if config.single_flight_type == "memory":
         return None
+    wait = config.stash_timeout + config.lock_ttl
+    if config.single_flight_type == "etcd":
+        from athens.singleflight.etcd import TTL, etcd_lock
+
+        try:
+            return etcd_lock(config.etcd_endpoints, reactor, wait=config.stash_timeout + TTL,
+                             timeout=config.lock_timeout)
+        except ValueError as e:
+            raise ConfigError(f"SingleFlight.Etcd.Endpoints: {e}") from None
     if config.single_flight_type == "redis-sentinel":
         redis = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
                                  config.redis_password, config.lock_timeout)
@@ -110,9 +120,8 @@ def build_lock(config: Config, reactor: Any) -> RedisLock | None:
             redis = connect_redis(config.redis_endpoint, config.redis_password, timeout=config.lock_timeout)
         except ValueError as e:
             raise ConfigError(f"SingleFlight.Redis.Endpoint: {e}") from None
-    wait = config.stash_timeout + config.lock_ttl
-    return RedisLock(redis, reactor, ttl=config.lock_ttl, wait=wait, prefix=config.redis_key_prefix,
-                     retries=config.lock_max_retries)
+    return redis_lock(redis, reactor, ttl=config.lock_ttl, wait=wait, prefix=config.redis_key_prefix,
+                      retries=config.lock_max_retries)
 
 
 def basic_auth(config: Config) -> tuple[str, str] | None:
@@ -258,6 +267,8 @@ class AthensService(MultiService):
         self.access_log.flush()  # nothing is lost at a clean stop
         if self.origin.http_pool is not None:
             await self.origin.http_pool.closeCachedConnections()
+        if self.origin.stash.lock is not None:
+            await self.origin.stash.lock.close()
         await self.storage.close()
         if self.own_metrics_dir:  # every worker has ended: nobody counts into it any more
             shutil.rmtree(self.own_metrics_dir, ignore_errors=True)
