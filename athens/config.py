@@ -107,6 +107,7 @@ class Config:
     sentinel_password: str = attrs.field(default="", repr=False)
     sentinel_db: int = 0
     etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    prefetch_endpoint: bool = False
 
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
@@ -363,6 +364,7 @@ KEYS: tuple[Key, ...] = (
         _string),
     Key(("SingleFlight", "RedisSentinel", "SentinelPassword"), ("ATHENS_REDIS_SENTINEL_PASSWORD",),
         "sentinel_password", _string),
+    Key(("PrefetchEndpoint",), ("ATHENS_PREFETCH_ENDPOINT",), "prefetch_endpoint", _bool),
     Key(("SingleFlight", "Etcd", "Endpoints"), ("ATHENS_ETCD_ENDPOINTS",), "etcd_endpoints", _string_list(",")),
 )
 

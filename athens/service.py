@@ -126,6 +126,14 @@ def build_lock(config: Config, reactor: Any) -> ILock | None:
                       retries=config.lock_max_retries)
 
 
+def prefetch_endpoint(config: Config) -> bool:
+    """``POST /admin/prefetch`` makes the proxy fetch what a body names: never without credentials."""
+    if config.prefetch_endpoint and basic_auth(config) is None:
+        raise ConfigError("PrefetchEndpoint: needs BasicAuthUser and BasicAuthPass (the endpoint makes the proxy "
+                          "fetch whatever it is sent)")
+    return config.prefetch_endpoint
+
+
 def basic_auth(config: Config) -> tuple[str, str] | None:
     """On only when both are set, as in Athens."""
     if config.basic_auth_user and config.basic_auth_pass:
@@ -168,7 +176,8 @@ class AthensService(MultiService):
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
-                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl)
+                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl,
+                              admin_prefetch=prefetch_endpoint(config))
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
         self._deletions: str | None = None
