@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import IO, Sequence
+from typing import Sequence
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
@@ -24,37 +24,11 @@ from athens.importer import Report, import_cache
 from athens.maintenance import everything, verify_version
 from athens.module import InvalidInput, check_path, check_version
 from athens.modzip import InvalidZip
+from athens.progress import ProgressBar
 from athens.prefetch import JOBS, Outcome, Result, prefetch
 from athens.storage.factory import open_storage
 from athens.storage.interface import IStorage, NotFound, StorageError
 from athens.wanted import Wanted, read_wanted
-
-
-class ProgressBar:
-    """A one-line bar on a terminal; a line every 10% elsewhere (CI logs)."""
-
-    def __init__(self, stream: IO[str], width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = stream.isatty()
-        self.last_decile = -1
-
-    def __call__(self, done: int, total: int, report: Report, current: str) -> None:
-        self.step(done, total, f"imported {len(report.imported)} refused {len(report.refused)}", current)
-
-    def step(self, done: int, total: int, summary: str, current: str) -> None:
-        fraction = done / total if total else 1.0
-        counts = f"{done}/{total} {summary}"
-        if self.tty:
-            filled = int(fraction * self.width)
-            bar = "#" * filled + "-" * (self.width - filled)
-            self.stream.write(f"\r[{bar}] {counts} {current[:60]:<60}")
-            if done == total:
-                self.stream.write("\n")
-        elif int(fraction * 10) > self.last_decile:
-            self.last_decile = int(fraction * 10)
-            self.stream.write(f"{int(fraction * 100):3d}% {counts}\n")
-        self.stream.flush()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -214,11 +188,14 @@ async def _prefetch(args: argparse.Namespace, storage: IStorage, config: Config)
 
     def progress(done: int, total: int, outcome: Outcome) -> None:
         counts[outcome.result] = counts.get(outcome.result, 0) + 1
+        if outcome.result is Result.FAILED:
+            bar.note(outcome.line())
         bar.step(done, total, ", ".join(f"{r.value} {n}" for r, n in counts.items()), str(outcome.wanted))
 
     try:
         report = await prefetch(origin, list(wanted.values()), args.jobs, progress, args.verify)
     finally:
+        bar.close()
         if origin.http_pool is not None:
             await origin.http_pool.closeCachedConnections()
         if origin.stash.lock is not None:
