@@ -21,6 +21,7 @@ from athens.fetch.credentials import prepare_home
 from athens.fetch.checksums import ChecksumVerifier, verifier_key
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
+from athens.fetch.toolchains import ToolchainShelf, default_directory
 from athens.fetch.upstream import Pace, UpstreamFetcher, make_pool
 from athens.filter import Action, FilterError, load_filter
 from athens.listcache import ListCache
@@ -74,6 +75,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         home=home,
         no_sum_patterns=config.no_sum_patterns,
         base_env=environ,
+        toolchains=shelf if (shelf := ToolchainShelf(default_directory(config.go_get_dir))).prepare() else None,
     )
     pool = make_pool(reactor)
 

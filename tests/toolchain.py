@@ -68,11 +68,23 @@ class Toolchain:
         listing.write_text("".join(f"{v}\n" for v in sorted(set(known + [self.version]))))
 
 
-def fake_toolchain(work: Path, go: str, goos: str, goarch: str, bulk: int = 24 << 20) -> Toolchain:
+#: A bin/go for the proxy's own go command: ``go mod download -json M@V`` answered from the files under
+#: $FAKE_GO_MODULES (GOPROXY layout), copied into $GOMODCACHE as the go command would leave them.
+MOD_DOWNLOAD_SCRIPT = """#!/bin/sh
+[ "$1 $2 $3" = "mod download -json" ] || { echo "this test toolchain only does mod download -json: $*" >&2; exit 2; }
+module="${4%@*}"; version="${4#*@}"
+from="$FAKE_GO_MODULES/$module/@v"; to="$GOMODCACHE/cache/download/$module/@v"
+mkdir -p "$to" && cp "$from/$version.info" "$from/$version.mod" "$from/$version.zip" "$to/" || exit 1
+printf '{"Path": "%s", "Version": "%s", "Info": "%s", "GoMod": "%s", "Zip": "%s"}\\n' \\
+    "$module" "$version" "$to/$version.info" "$to/$version.mod" "$to/$version.zip"
+"""
+
+
+def fake_toolchain(work: Path, go: str, goos: str, goarch: str, bulk: int = 24 << 20, script: str = "") -> Toolchain:
     version = toolchain_version(go, goos, goarch)
     banner = f"go version {go} {goos}/{goarch} (athens-py test toolchain)"
     prefix = f"{TOOLCHAIN}@{version}/"
-    script = f"#!/bin/sh\necho '{banner}'\n".encode()
+    script = (script or f"#!/bin/sh\necho '{banner}'\n").encode()
     files: dict[str, bytes] = {
         "VERSION": f"{go}\ntime 2026-01-02T03:04:05Z\n".encode(),
         "bin/go": script,
@@ -87,6 +99,7 @@ def fake_toolchain(work: Path, go: str, goos: str, goarch: str, bulk: int = 24 <
         "src/cmd/go/testdata/script/mod_download.txt": b"go mod download\n",
         "src/cmd/go/testdata/mod/example.com_v1.0.0.txt": b"-- .mod --\nmodule example.com\n",
     }
+    work.mkdir(parents=True, exist_ok=True)
     path = work / f"{version}.zip"
     with zipfile.ZipFile(path, "w") as zf:
         for name, data in sorted(files.items()):

@@ -15,7 +15,7 @@ import pytest
 
 from tests.daemon import start_daemon
 from tests.e2e.conftest import stop_cleanly
-from tests.gotool import go_env, run
+from tests.gotool import go_binary, go_env, run
 from tests.toolchain import TOOLCHAIN, ChecksumDB, StaticServer, directory, fake_toolchain
 
 pytestmark = pytest.mark.e2e
@@ -150,3 +150,77 @@ def test_a_toolchain_passes_through_uncached(tmp_path, passing, world):
     assert not (passing.log.parent / "storage" / TOOLCHAIN).exists()
     with urllib.request.urlopen(f"{passing.url}/{TOOLCHAIN}/@v/{toolchain.version}.mod") as r:
         assert r.read() == b"module golang.org/toolchain\n"
+
+
+# --- the proxy's own go command, for modules that need a newer Go (gomods/athens#2000) ---------------
+
+NEWER = ("github.com/tc/newer", "github.com/tc/newer2")
+
+
+@pytest.fixture(scope="module")
+def switching(tmp_path_factory, platform):
+    """
+    Git origins of two modules that need go 1.99.0; golang.org/toolchain found (go-get over HTTP_PROXY,
+    GOINSECURE) at a test server, whose go1.99.0 answers `go mod download` from prepared files.
+    """
+    from tests.gotool import make_origins
+    from tests.test_stash_and_lists import module_zip
+
+    root = tmp_path_factory.mktemp("switching")
+    origins = make_origins(root)
+    prepared = root / "prepared"
+    for module in NEWER:
+        mod = f"module {module}\n\ngo 1.99.0\n"
+        origins.commit(origins.repo(module), {"go.mod": mod, "x.go": "package x\n"}, "v1.0.0")
+        at = prepared / module / "@v"
+        at.mkdir(parents=True)
+        (at / "v1.0.0.mod").write_text(mod)
+        (at / "v1.0.0.info").write_text('{"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}')
+        (at / "v1.0.0.zip").write_bytes(module_zip(module, "v1.0.0", {"go.mod": mod.encode(), "x.go": b"package x\n"}))
+    from tests.toolchain import MOD_DOWNLOAD_SCRIPT
+
+    toolchain = fake_toolchain(root / "toolchain", GO, *platform, bulk=1 << 20, script=MOD_DOWNLOAD_SCRIPT)
+    toolchain.publish(root / "mod")
+    holder: list[ChecksumDB] = []
+    sumdb = StaticServer(lambda path: holder[0].answer(path)).start()
+    db = ChecksumDB(sumdb.url.removeprefix("http://"))
+    db.add(f"{TOOLCHAIN}@{toolchain.version}", toolchain.records())
+    holder.append(db)
+    files = directory(root)
+    meta: list[bytes] = []
+
+    def answer(path: str) -> bytes | None:
+        if path.startswith("http://golang.org/toolchain"):  # go-get discovery, through HTTP_PROXY
+            return meta[0]
+        return files(path)
+
+    server = StaticServer(answer).start()
+    meta.append(f'<meta name="go-import" content="golang.org/toolchain mod {server.url}/mod">'.encode())
+    yield origins, prepared, toolchain, db, sumdb, server
+    server.stop()
+    sumdb.stop()
+
+
+def test_the_proxys_go_command_downloads_a_newer_toolchain_once(tmp_path, switching):
+    origins, prepared, toolchain, db, sumdb, server = switching
+    goget = tmp_path / "goget"
+    goget.mkdir()
+    env = {
+        "GO_BINARY_PATH": go_binary(),
+        "ATHENS_GO_BINARY_ENV_VARS": ";".join([
+            "GOPROXY=direct", "GOTOOLCHAIN=auto", "GOINSECURE=golang.org/toolchain", f"GOSUMDB={db.vkey} {sumdb.url}",
+            "GONOSUMDB=github.com/tc", "GIT_TERMINAL_PROMPT=0", "GIT_CONFIG_NOSYSTEM=1",
+            f"GIT_CONFIG_GLOBAL={origins.gitconfig}", f"FAKE_GO_MODULES={prepared}"]),
+        "ATHENS_GOGET_DIR": str(goget), "HTTP_PROXY": server.url,
+    }
+    d = start_daemon(tmp_path / "proxy", "--storage", "disk", "--storage-root", str(tmp_path / "storage"),
+                     "--log-level", "debug", env=env)
+    try:
+        for module in NEWER:
+            with urllib.request.urlopen(f"{d.url}/{module}/@v/v1.0.0.zip", timeout=120) as r:
+                assert r.read() == (prepared / module / "@v" / "v1.0.0.zip").read_bytes()
+        assert server.count(f"/{toolchain.version}.zip") == 1, d.logs()  # the second fetch found it kept
+        assert (goget / "athens-toolchains" / "bin" / GO).is_symlink()
+        assert f"kept the Go toolchain {GO}" in d.logs()
+    finally:
+        stop_cleanly(d)
