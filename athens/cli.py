@@ -15,10 +15,9 @@ from typing import Sequence
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
-
-from athens import __version__
 from twisted.internet.threads import deferToThread
 
+from athens import __version__
 from athens.config import STORAGE_TYPES, Config, ConfigError, load
 from athens.importer import Report, import_cache
 from athens.maintenance import everything, verify_version

@@ -16,8 +16,11 @@ Blocking (moves directories): call from a thread.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import secrets
+import shutil
 
 import attrs
 from twisted.logger import Logger
@@ -80,15 +83,14 @@ class ToolchainShelf:
             target = os.path.join(self.directory, entry)
             if not os.path.exists(target):
                 try:
-                    os.chmod(found, 0o755)  # the module cache is read-only unless -modcacherw
-                    os.rename(source, target)
+                    _move(source, target)
                 except OSError as e:
                     if not os.path.exists(target):  # (another worker kept it first: fine)
                         log.warn("could not keep the toolchain {name}: {error}", name=name, error=str(e))
                         continue
             link = os.path.join(self.bin, name)
             if not os.path.lexists(link):
-                fresh = f"{link}.{os.getpid()}"
+                fresh = f"{link}.{secrets.token_hex(8)}"  # workers and threads may link at once
                 os.symlink(os.path.join(target, "bin", "go"), fresh)
                 os.replace(fresh, link)
                 kept.append(name)
@@ -102,3 +104,20 @@ class ToolchainShelf:
         except OSError:
             return []
 
+
+
+def _move(source: str, target: str) -> None:
+    """A rename; across file systems (a temporary GOPATH on tmpfs), a copy renamed into place."""
+    os.chmod(os.path.dirname(source), 0o755)  # the module cache is read-only unless -modcacherw
+    try:
+        os.rename(source, target)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    partial = f"{target}.{secrets.token_hex(8)}"
+    try:
+        shutil.copytree(source, partial, symlinks=True)
+        os.rename(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)

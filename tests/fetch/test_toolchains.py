@@ -42,3 +42,24 @@ def test_the_directory_is_private_and_never_anothers(tmp_path):
         (tmp_path / "theirs" / "bin").mkdir(parents=True)
         os.chown(tmp_path / "theirs" / "bin", 65534, 65534)  # nobody's
         assert not ToolchainShelf(str(tmp_path / "theirs")).prepare()
+
+
+def test_across_file_systems_it_is_copied(tmp_path, monkeypatch):
+    import errno
+
+    from athens.fetch import toolchains
+
+    real_rename = os.rename
+
+    def rename(source, target):  # the first rename is the move of the toolchain: as from tmpfs to a disk
+        if str(source).endswith(DIR):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(source, target)
+
+    monkeypatch.setattr(toolchains.os, "rename", rename)
+    shelf = ToolchainShelf(str(tmp_path / "shelf"))
+    assert shelf.prepare()
+    unpacked(tmp_path / "cache")
+    assert shelf.keep(str(tmp_path / "cache")) == ["go1.99.0"]
+    assert (tmp_path / "shelf" / DIR / "bin" / "go").read_text() == "#!/bin/sh\n"
+    assert sorted(p.name for p in (tmp_path / "shelf").iterdir()) == ["bin", DIR]  # no copy left half way
