@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThread
 
 from athens import __version__
 from athens.config import STORAGE_TYPES, Config, ConfigError, load
-from athens.importer import Report, import_cache
+from athens.importer import import_cache
 from athens.maintenance import everything, verify_version
 from athens.module import InvalidInput, check_path, check_version
 from athens.modzip import InvalidZip
