@@ -21,7 +21,7 @@ from athens.athenskeys import ENV_VARS as ATHENS_ENV_VARS
 from athens.athenskeys import is_athens_key
 
 STORAGE_TYPES = ("memory", "disk", "redis", "postgres")
-SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel")
+SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
 #: Athens' IndexType values ("" is "none" there); every one but "none" is answered from the store here.
 INDEX_TYPES = {"": "none", "none": "none", "memory": "memory", "mysql": "mysql", "postgres": "postgres",
                "storage": "storage"}
@@ -117,6 +117,8 @@ class Config:
     sentinel_master: str = "redis-1"
     sentinel_password: str = attrs.field(default="", repr=False)
     sentinel_db: int = 0
+    etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    prefetch_endpoint: bool = False
 
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
@@ -385,6 +387,8 @@ KEYS: tuple[Key, ...] = (
         _string),
     Key(("SingleFlight", "RedisSentinel", "SentinelPassword"), ("ATHENS_REDIS_SENTINEL_PASSWORD",),
         "sentinel_password", _string),
+    Key(("PrefetchEndpoint",), ("ATHENS_PREFETCH_ENDPOINT",), "prefetch_endpoint", _bool),
+    Key(("SingleFlight", "Etcd", "Endpoints"), ("ATHENS_ETCD_ENDPOINTS",), "etcd_endpoints", _string_list(",")),
 )
 
 def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -20,6 +20,8 @@ from athens.vulndb import web as vulnweb
 from athens.vulndb.database import VulnDatabase
 from athens.vulndb.policy import VulnPolicy
 from athens.web.accesslog import AccessLog
+from athens.web.admin import PATH as PREFETCH_PATH
+from athens.web.admin import PrefetchEndpoint
 from athens.web.auth import BasicAuth
 from athens.web.forcessl import ForceSSL
 from athens.web.answers import LIST_REPLAY, Answers
@@ -40,7 +42,7 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
              protocol: ProtocolResource | None = None, *, vulndb: VulnDatabase | None = None,
-             index_enabled: bool = True) -> Klein:
+             admin_prefetch: bool = False, index_enabled: bool = True) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
@@ -75,6 +77,9 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
             return text(request, "not found: this proxy does not serve a vulnerability database", 404)
         return vulnweb.serve(request, vulndb, path)
 
+    if admin_prefetch and origin is not None:
+        app.route(PREFETCH_PATH.decode(), methods=["POST"], endpoint="prefetch")(PrefetchEndpoint(origin).handle)
+
     @app.route("/<path:path>", methods=GET, endpoint="protocol")
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
         return protocol.handle(request, path)
@@ -99,7 +104,7 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
                   validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
                   force_ssl: bool = False, *, vulndb: VulnDatabase | None = None,
-                  index_enabled: bool = True) -> IResource:
+                  admin_prefetch: bool = False, index_enabled: bool = True) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     metrics = metrics or Metrics()
     if protocol is None:
@@ -107,7 +112,7 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                                     shared=basic_auth is None)
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
                         fill_after_client_leaves, validator, protocol, vulndb=vulndb,
-                        index_enabled=index_enabled).resource()
+                        admin_prefetch=admin_prefetch, index_enabled=index_enabled).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if force_ssl:
@@ -145,12 +150,13 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
               force_ssl: bool = False, vulndb: VulnDatabase | None = None,
-              vuln_policy: VulnPolicy | None = None, list_max_age: int = 60, index_enabled: bool = True) -> ProxySite:
+              vuln_policy: VulnPolicy | None = None, admin_prefetch: bool = False, list_max_age: int = 60,
+              index_enabled: bool = True) -> ProxySite:
     """
     The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False; ``vulndb``
-    served at ``/vuln/``, ``vuln_policy`` judging zips.  ``list_max_age``: how long a cache in front may
-    keep a list or ``@latest`` (``ListCacheTTL``); ``index_enabled`` False: ``/index`` answers nothing
-    (``IndexType = "none"``).
+    served at ``/vuln/``, ``vuln_policy`` judging zips; ``admin_prefetch``: ``POST /admin/prefetch``.
+    ``list_max_age``: how long a cache in front may keep a list or ``@latest`` (``ListCacheTTL``);
+    ``index_enabled`` False: ``/index`` answers nothing (``IndexType = "none"``).
     """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
@@ -160,7 +166,7 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
                                 list_max_age=list_max_age, shared=basic_auth is None)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
                              fill_after_client_leaves, validator, protocol, force_ssl, vulndb=vulndb,
-                             index_enabled=index_enabled)
+                             admin_prefetch=admin_prefetch, index_enabled=index_enabled)
     hits = None
     if answers is not None and vulndb is not None:  # a new database may flag a remembered zip: judge it again
         vulndb.listeners.append(lambda snapshot: answers.clear())
