@@ -85,6 +85,10 @@ class Config:
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
     verify_checksums: bool = True
+    # -- the organisation's own checksum database (off without a name) --
+    own_sumdb_name: str = ""
+    own_sumdb_key_file: str = ""
+    own_sumdb_patterns: tuple[str, ...] = ()
     # -- shared storage and single-flight across nodes --
     redis_storage_endpoint: str = ""
     redis_storage_password: str = attrs.field(default="", repr=False)
@@ -201,7 +205,7 @@ def _download_mode(key: str, raw: Any) -> str:
 
 
 def _sum_db_keys(key: str, raw: Any) -> tuple[str, ...]:
-    from athens.fetch.checksums import parse_key
+    from athens.sumdb import parse_key
 
     items = _string_list(",")(key, raw)
     for item in items:
@@ -210,6 +214,13 @@ def _sum_db_keys(key: str, raw: Any) -> tuple[str, ...]:
         except ValueError as e:
             raise ConfigError(f"{key}: {e}") from None
     return items
+
+
+def _sumdb_name(key: str, raw: Any) -> str:
+    value = _string(key, raw).strip()
+    if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._~:-]*$", value):
+        raise ConfigError(f"{key}: {raw!r} is not a checksum database name like sum.example.com")
+    return value
 
 
 def _path_prefix(key: str, raw: Any) -> str:
@@ -314,6 +325,9 @@ KEYS: tuple[Key, ...] = (
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
     Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
+    Key(("OwnSumDB", "Name"), ("ATHENS_OWN_SUMDB_NAME",), "own_sumdb_name", _sumdb_name),
+    Key(("OwnSumDB", "KeyFile"), ("ATHENS_OWN_SUMDB_KEY_FILE",), "own_sumdb_key_file", _path),
+    Key(("OwnSumDB", "Patterns"), ("ATHENS_OWN_SUMDB_PATTERNS",), "own_sumdb_patterns", _string_list(",")),
     Key(("DownloadRedirectCode",), ("ATHENS_DOWNLOAD_REDIRECT_CODE",), "redirect_code", _redirect_code),
     Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
     Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),

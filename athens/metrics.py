@@ -3,7 +3,8 @@ Prometheus metrics, on a registry of their own (one per daemon; tests get fresh 
 
 What an operator watches: requests by endpoint and status, cache hits and
 misses, fetches from the origin (count, outcome, duration, in flight),
-bytes served, and storage errors.
+bytes served, storage errors, records added to the organisation's checksum
+database, and versions refused because a checksum database holds other hashes.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Metrics:
     fetches_in_flight: Any = None
     bytes_served: Any = None
     storage_errors: Any = None
+    sumdb_records: Any = None
+    checksum_refusals: Any = None
     #: Counts from the hit path, added to the counters in one go (a labelled inc costs a hit too much).
     _tally: dict[tuple[str, int], list[int]] = attrs.field(factory=dict)
     _hits: int = 0
@@ -61,6 +64,10 @@ class Metrics:
                                        multiprocess_mode="livesum")
         self.bytes_served = Counter("athens_served_bytes", "Response body bytes sent", ["endpoint"], registry=r)
         self.storage_errors = Counter("athens_storage_errors", "Requests that failed on storage", registry=r)
+        self.sumdb_records = Counter("athens_sumdb_records", "Records this node added to the organisation's "
+                                     "checksum database", ["kind"], registry=r)
+        self.checksum_refusals = Counter("athens_checksum_refusals", "Versions refused because their hashes "
+                                         "differ from a checksum database's", ["database"], registry=r)
 
     def request(self, path: bytes, code: int, size: int) -> None:
         endpoint = endpoint_of(path)

@@ -69,6 +69,8 @@ class Origin:
         if kind == "mod":
             if self.stash.verifier is not None:
                 await self.stash.verifier.verify_mod(module, version, data)
+            if self.stash.own is not None:
+                await self.stash.own.check_mod(module, version, data)
             self._keep_mod(module, version, data)
         return data
 

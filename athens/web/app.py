@@ -24,7 +24,7 @@ from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text
 from athens.web.site import ProxySite
-from athens.web.sumdb import SumDBProxy
+from athens.sumdb import SumDBProxy
 from athens.web.validator import ValidatorHook
 
 GET = ["GET", "HEAD"]
