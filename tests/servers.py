@@ -118,6 +118,7 @@ class PostgresServer:
         with open(log, "ab") as out:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
         _wait_port(self.port, self.process, "postgres", log, timeout=60)
+        _wait_accepting(self.url)
 
     @property
     def url(self) -> str:
@@ -158,7 +159,24 @@ def start_postgres() -> PostgresServer:
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "postgres", log, timeout=60)
-    return PostgresServer(process, port, datadir, user, argv)
+    server = PostgresServer(process, port, datadir, user, argv)
+    _wait_accepting(server.url)
+    return server
+
+
+def _wait_accepting(url: str, timeout: float = 60) -> None:
+    """The port opens before the server accepts sessions ("the database system is starting up")."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @attrs.define
