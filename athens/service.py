@@ -90,7 +90,9 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         name = sumdb_name(config.sum_dbs[0])
         key = verifier_key(name, config.sum_db_keys)
         if key is not None:
-            upstream_db = ChecksumVerifier(config.sum_dbs[0], key, pool, reactor, config.no_sum_patterns)
+            # The own database's private modules are never named to a public database either.
+            upstream_db = ChecksumVerifier(config.sum_dbs[0], key, pool, reactor,
+                                           config.no_sum_patterns + config.own_sumdb_patterns)
         elif config.verify_checksums:  # a check without the key would prove nothing: refuse rather than pretend
             raise ConfigError(f"VerifyChecksums: no key is known for the checksum database {name}; add its "
                               f"verifier key (name+hash+key) to SumDBKeys, or set VerifyChecksums = false")
