@@ -429,3 +429,22 @@ def test_two_nodes_on_one_redis_build_one_tree(tmp_path, corp, upstream, proxy, 
     finally:
         for node in nodes:
             stop_cleanly(node)
+
+
+def test_worker_processes_share_the_disk_log(tmp_path, corp, upstream, proxy):
+    """Several processes serving one port append to one SQLite log on the node's disk."""
+    d = start_daemon(tmp_path / "workers", "--storage", "disk", "--storage-root", str(tmp_path / "storage"),
+                     "--workers", "2", env=corp_env(corp, upstream, proxy.key_file))
+    try:
+        jobs = [(tmp_path / f"c{i}", [f"{p}@v1.0.0" for p in (LATER if i % 2 else LATER[::-1])]) for i in range(4)]
+
+        def download(job: tuple[Path, list[str]]) -> subprocess.CompletedProcess[str]:
+            work, targets = job
+            return go(work, client_env(work, d.url, proxy.vkey), "mod", "download", *targets, check=False)
+
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            for result in pool.map(download, jobs):
+                assert result.returncode == 0, result.stdout + result.stderr
+        assert latest(d.url, proxy.vkey)[1] == len(LATER)
+    finally:
+        stop_cleanly(d)
