@@ -48,6 +48,8 @@ class Metrics:
     storage_errors: Any = None
     sumdb_records: Any = None
     checksum_refusals: Any = None
+    #: ``StatsExporter = "prometheus"`` (Athens' default); off: ``/metrics`` answers 404.
+    exported: bool = True
     #: Counts from the hit path, added to the counters in one go (a labelled inc costs a hit too much).
     _tally: dict[tuple[str, int], list[int]] = attrs.field(factory=dict)
     _hits: int = 0

@@ -43,7 +43,7 @@ def storage_redis(config: Config) -> Any:
         from athens.singleflight.redis import connect_sentinel
 
         return connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
-                                config.redis_password, config.lock_timeout)
+                                config.redis_password, config.lock_timeout, config.sentinel_db)
     endpoint, password = config.redis_for_storage()
     try:
         return connect(endpoint, password, timeout=config.lock_timeout)
