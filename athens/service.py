@@ -231,8 +231,9 @@ class AthensService(MultiService):
                   else "not checked against a checksum database")
         own = self.origin.stash.own
         if own is not None:
-            log.info("the organisation's checksum database {name} is served at /sumdb/{name} (its log in {store}); "
-                     "clients set GOSUMDB=\"{vkey} <this proxy's URL>{prefix}/sumdb/{name}\"", name=own.name,
+            log.info("the organisation's checksum database {name} is served at /sumdb/{name} (its log kept in "
+                     "{store} storage); clients set GOSUMDB=\"{vkey} <this proxy's URL>{prefix}/sumdb/{name}\"",
+                     name=own.name,
                      store=own.log.store.name, vkey=own.log.signer.verifier().text(), prefix=config.path_prefix)
         log.info(
             "athens-py {version} serving {storage} storage{where} on {endpoint}; origins: GOPROXY={goproxy}; "

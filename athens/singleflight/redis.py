@@ -69,10 +69,10 @@ class RedisLock:
     #: Attempts of a lock command while Redis is unreachable (``LockConfig.MaxRetries``).
     retries: int = 10
 
-    def _key(self, what: ModuleVersion) -> bytes:
+    def _key(self, what: ModuleVersion | str) -> bytes:
         return f"{self.prefix}lock:{what}".encode()
 
-    async def run(self, what: ModuleVersion, first: Callable[[], Awaitable[bool]], call: Callable[[], Awaitable[T]]) -> T | None:
+    async def run(self, what: ModuleVersion | str, first: Callable[[], Awaitable[bool]], call: Callable[[], Awaitable[T]]) -> T | None:
         """
         Run ``call`` holding the lock for ``what``.  ``first`` is asked after
         each wait whether the work is done already (another node stored it);
