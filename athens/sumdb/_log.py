@@ -6,9 +6,9 @@ reads what they need from an :class:`ILogStore`, appends through the store's
 compare-and-set (retrying when another writer went first), and signs tree
 heads with the database's key.  Appends are ordered in this process by a
 lock, across nodes by the Redis lock when one is configured; the store's
-compare-and-set alone already guarantees one tree.  Records and stored
-hashes never change, so they are cached; the size is read from the store
-every time (other processes and nodes append).
+compare-and-set alone already guarantees one tree.  Records, stored
+hashes, record ids and complete tiles never change, so they are cached;
+the size is read from the store every time (other processes and nodes append).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ log = Logger()
 MAX_RACES = 100
 #: Cached stored hashes and records (they never change): entries, each.
 CACHE_ENTRIES = 200_000
+#: Complete tiles kept (they never change): at most 8 KiB each.
+TILE_CACHE = 2048
 
 
 class TileNotFound(NotFound):
@@ -77,6 +79,8 @@ class SumLog:
     _local: DeferredLock = attrs.field(factory=DeferredLock)
     _hashes: _Immutable = attrs.field(factory=_Immutable)
     _records: _Immutable = attrs.field(factory=_Immutable)
+    _ids: dict[str, int] = attrs.field(factory=dict)
+    _tiles: dict[Tile, bytes] = attrs.field(factory=dict)
     #: The last tree head signed here: (size, note).
     _signed: tuple[int, bytes] = (-1, b"")
 
@@ -96,8 +100,16 @@ class SumLog:
         return (await self._records.read([record_id], load))[0]
 
     async def lookup(self, module: str, version: str) -> int | None:
-        """The id of the record of ``module@version``, or None."""
-        return await self.store.lookup(f"{module}@{version}")
+        """The id of the record of ``module@version``, or None (a record's id never changes: it is cached)."""
+        key = f"{module}@{version}"
+        found = self._ids.get(key)
+        if found is None:
+            found = await self.store.lookup(key)
+            if found is not None:
+                if len(self._ids) >= CACHE_ENTRIES:
+                    self._ids.clear()
+                self._ids[key] = found
+        return found
 
     async def head(self) -> Tree:
         """The tree as the store has it now."""
@@ -120,12 +132,23 @@ class SumLog:
 
     async def tile(self, tile: Tile) -> bytes:
         """A hash tile (the stored hashes it covers) or a data tile (the records, each followed by a blank line)."""
-        if tile.height != self.height or not tile_available(tile, await self.store.size()):
+        if tile.height != self.height:
+            raise TileNotFound(f"{tile.path()} is not in the checksum database {self.name}")
+        cached = self._tiles.get(tile)
+        if cached is not None:
+            return cached
+        if not tile_available(tile, await self.store.size()):
             raise TileNotFound(f"{tile.path()} is not in the checksum database {self.name}")
         if tile.level == -1:
             start = tile.n << tile.height
-            return b"".join(text + b"\n" for text in await self.store.records(start, tile.width))
-        return b"".join(await self._read_hashes(tile_indexes(tile)))
+            data = b"".join(text + b"\n" for text in await self.store.records(start, tile.width))
+        else:
+            data = b"".join(await self._read_hashes(tile_indexes(tile)))
+        if tile.complete:  # a complete tile never changes
+            if len(self._tiles) >= TILE_CACHE:
+                self._tiles.clear()
+            self._tiles[tile] = data
+        return data
 
     async def append(self, module: str, version: str, text: bytes) -> tuple[int, bool]:
         """
