@@ -111,6 +111,11 @@ class Config:
     sentinel_password: str = attrs.field(default="", repr=False)
     sentinel_db: int = 0
 
+    @property
+    def private_patterns(self) -> tuple[str, ...]:
+        """Modules no public checksum database is asked about: ``NoSumPatterns`` and ``OwnSumDB.Patterns``."""
+        return self.no_sum_patterns + self.own_sumdb_patterns
+
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
         if self.redis_storage_endpoint:

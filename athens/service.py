@@ -71,7 +71,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         timeout=config.stash_timeout,
         work_dir=config.go_get_dir,
         home=home,
-        no_sum_patterns=config.no_sum_patterns,
+        no_sum_patterns=config.private_patterns,
         base_env=environ,
     )
     pool = make_pool(reactor)
@@ -92,9 +92,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         name = sumdb_name(config.sum_dbs[0])
         key = verifier_key(name, config.sum_db_keys)
         if key is not None:
-            # The own database's private modules are never named to a public database either.
-            upstream_db = ChecksumVerifier(config.sum_dbs[0], key, pool, reactor,
-                                           config.no_sum_patterns + config.own_sumdb_patterns)
+            upstream_db = ChecksumVerifier(config.sum_dbs[0], key, pool, reactor, config.private_patterns)
         elif config.verify_checksums:  # a check without the key would prove nothing: refuse rather than pretend
             raise ConfigError(f"VerifyChecksums: no key is known for the checksum database {name}; add its "
                               f"verifier key (name+hash+key) to SumDBKeys, or set VerifyChecksums = false")
@@ -153,7 +151,7 @@ class AthensService(MultiService):
         tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
         own = self.origin.stash.own
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
-                                config.no_sum_patterns, tiles,
+                                config.private_patterns, tiles,
                                 own=OwnSumDBResource(own, storage, self.origin) if own is not None else None)
         # Lines go through twisted.logger until our own observer is known to be the one in use (setServiceParent).
         self.access_log = AccessLog(enabled=LEVELS[config.log_level] <= LogLevel.info, json=config.log_format == "json",

@@ -92,5 +92,4 @@ def build_own_sumdb(config: Config, lock: Any, upstream: ChecksumVerifier | None
         raise ConfigError(f"OwnSumDB.Name: {name} is also a checksum database this proxy carries (SumDBs)")
     signer = load_signer(config.own_sumdb_key_file, name)
     store = open_log_store(config, name)
-    return OwnSumDB(SumLog(signer, store, lock), tuple(config.own_sumdb_patterns) + tuple(config.no_sum_patterns),
-                    upstream, metrics)
+    return OwnSumDB(SumLog(signer, store, lock), config.private_patterns, upstream, metrics)

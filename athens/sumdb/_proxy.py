@@ -7,7 +7,7 @@ database itself).  ``lookup``, ``tile`` and ``latest`` pass through byte for
 byte with the database's status and content type.  A full tile never
 changes, so it is kept and served without asking the database again;
 ``latest`` and partial tiles (``.p/<width>``) always go through.  A lookup
-of a module matching ``NoSumPatterns`` is refused with 403.  The
+of a private module (``NoSumPatterns``, ``OwnSumDB.Patterns``) is refused with 403.  The
 organisation's own database, when there is one, answers under its own name.
 """
 
@@ -136,7 +136,8 @@ class SumDBProxy:
             return ""
         for pattern in self.no_sum_patterns:
             if match_patterns(pattern, module):
-                return f"forbidden: {module} matches NoSumPatterns; its checksums are not looked up"
+                return (f"forbidden: {module} is private (NoSumPatterns, OwnSumDB.Patterns); its checksums are "
+                        "not looked up")
         return ""
 
     async def _fetch(self, url: str) -> tuple[int, bytes, bytes]:

@@ -106,6 +106,7 @@ def test_the_service_builds_it_and_names_no_private_module_upstream(tmp_path):
     assert own.private("github.com/corp/x") and own.private("git.example.com/y") and not own.private("golang.org/x")
     assert own.upstream is origin.stash.verifier
     assert own.upstream.skips("github.com/corp/x") and own.upstream.skips("git.example.com/y")
+    assert origin.fetcher.no_sum_patterns == ("git.example.com", "github.com/corp")  # the go command's GONOSUMDB
     config = attrs.evolve(config, verify_checksums=False)
     origin = build_origin(config, MemoryStorage(), Clock())
     assert origin.stash.verifier is None and origin.stash.own.upstream is not None  # still asked for the log
