@@ -26,7 +26,7 @@ from typing import Callable
 import attrs
 import pytest
 
-from athens.sumdb import VerifierKey, open_note
+from athens.sumdb import SignerKey, VerifierKey, open_note
 from athens.sumdb._sqlstore import SQLITE
 from athens.sumdb._tlog import (
     append_hashes,
@@ -93,8 +93,13 @@ def make_key(workdir: Path, name: str) -> tuple[Path, str]:
     return key_file, result.stdout.strip()
 
 
+#: The proxies' go command has a checksum database nobody answers for: it may never be asked, as every module the
+#: go command fetches is private (OwnSumDB.Patterns become its GONOSUMDB).
+DEAD_SUMDB = f"{SignerKey.generate('sum.dead.test').verifier().text()} http://127.0.0.1:9"
+
+
 def go_dir_env(origins: Origins) -> str:
-    return (f"GOSUMDB=off;GOTOOLCHAIN=local;GIT_TERMINAL_PROMPT=0;GIT_CONFIG_NOSYSTEM=1;"
+    return (f"GOSUMDB={DEAD_SUMDB};GOTOOLCHAIN=local;GIT_TERMINAL_PROMPT=0;GIT_CONFIG_NOSYSTEM=1;"
             f"GIT_CONFIG_GLOBAL={origins.gitconfig}")
 
 
