@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
-from athens.storage.interface import StorageUnavailable
+from athens.storage.interface import StorageError, StorageUnavailable
 from athens.sumdb._store import ILogStore, LogCorrupt
 from athens.sumdb._tlog import stored_hash_index
 
@@ -45,8 +45,10 @@ class _Dialect:
 
 
 def _sqlite_errors(e: Exception) -> Exception:
-    if isinstance(e, sqlite3.Error):
+    if isinstance(e, sqlite3.OperationalError):  # locked past the timeout, disk full, file unreadable
         return StorageUnavailable(f"sqlite: {e}")
+    if isinstance(e, sqlite3.Error):
+        return StorageError(f"sqlite: {e}")
     return e
 
 

@@ -221,6 +221,17 @@ async def test_a_go_mod_served_alone_must_agree_with_the_log(world):
 
 
 @pytest_twisted.ensureDeferred
+async def test_with_verify_checksums_off_the_log_still_asks_the_upstream_database(world):
+    world.origin.stash.verifier = None  # VerifyChecksums = false: the store alone would take anything
+    code, answer = await world.lookup(PUBLIC, "v1.1.0")
+    assert code == 502 and b"checksum mismatch" in answer
+    assert await world.own.log.lookup(PUBLIC, "v1.1.0") is None
+    assert world.count("athens_checksum_refusals_total", database="upstream") == 1
+    code, answer = await world.lookup(PUBLIC, "v1.0.0")
+    assert code == 200 and world.upstream_db.lookups == 2
+
+
+@pytest_twisted.ensureDeferred
 async def test_without_an_upstream_database_a_public_module_is_stored_but_not_vouched_for(world):
     world.origin.stash.verifier = None
     world.own.upstream = None
