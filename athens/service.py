@@ -18,7 +18,6 @@ from twisted.python.components import Componentized
 from athens import __version__
 from athens.config import Config, ConfigError, port_to_endpoint
 from athens.fetch.credentials import prepare_home
-from athens.sumdb import ChecksumVerifier, OwnSumDBResource, build_own_sumdb, verifier_key
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
 from athens.fetch.upstream import Pace, UpstreamFetcher, make_pool
@@ -33,11 +32,12 @@ from athens.logs import LEVELS, make_observer
 from athens.metrics import Metrics
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage, StorageError
+from athens.sumdb import (ChecksumVerifier, OwnSumDBResource, SumDBProxy, TileCache, build_own_sumdb, sumdb_name,
+                          verifier_key)
 from athens.web.accesslog import AccessLog
 from athens.web.answers import LIST_REPLAY
 from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
-from athens.sumdb import SumDBProxy, TileCache, sumdb_name
 from athens.web.reloadtls import ReloadableTLS, TLSFilesError
 from athens.web.validator import ValidatorHook
 from athens.workers import AdoptedPort, WorkerSupervisor
@@ -231,8 +231,8 @@ class AthensService(MultiService):
         if own is not None:
             log.info("the organisation's checksum database {name} is served at /sumdb/{name} (its log kept in "
                      "{store} storage); clients set GOSUMDB=\"{vkey} <this proxy's URL>{prefix}/sumdb/{name}\"",
-                     name=own.name,
-                     store=own.log.store.name, vkey=own.log.signer.verifier().text(), prefix=config.path_prefix)
+                     name=own.name, store=own.log.store.name, vkey=own.log.signer.verifier().text(),
+                     prefix=config.path_prefix)
         log.info(
             "athens-py {version} serving {storage} storage{where} on {endpoint}; origins: GOPROXY={goproxy}; "
             "upstream modules {verify}",

@@ -132,16 +132,16 @@ class Stash:
         fetched = await self.fetcher.download(key.path, key.version, lambda g: self._zip_started(key, g))
         try:
             zip_hash = await deferToThread(_check, fetched)
-            verified = self.verifier is not None and not fetched.checked and not self.verifier.skips(key.path)
-            if verified:
-                assert self.verifier is not None
+            verified = False
+            if self.verifier is not None and not fetched.checked and not self.verifier.skips(key.path):
                 try:
                     await self.verifier.verify(key.path, key.version, zip_hash, fetched.mod)
                 except ChecksumMismatch:
                     self.metrics.checksum_refusals.labels("upstream").inc()
                     raise
+                verified = True
             if self.own is not None:
-                await self._log(key, zip_hash, fetched.mod, verified)
+                await self._vouch(key, zip_hash, fetched.mod, verified)
             f = await deferToThread(open, fetched.zip_path, "rb")
             blob = FileBlob(f, os.fstat(f.fileno()).st_size)
             try:
@@ -152,8 +152,7 @@ class Stash:
         finally:
             await fetched.cleanup()
 
-
-    async def _log(self, key: ModuleVersion, zip_hash: str, mod: bytes, verified: bool) -> None:
+    async def _vouch(self, key: ModuleVersion, zip_hash: str, mod: bytes, verified: bool) -> None:
         """Log the version before it is stored: a copy that differs from the log is refused (raised)."""
         assert self.own is not None
         try:
