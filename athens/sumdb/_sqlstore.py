@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import Any, Callable, Sequence
 
 import attrs
@@ -80,7 +81,20 @@ POSTGRES = _Dialect(
 
 
 def _sqlite_open(connection: Any) -> None:
-    connection.execute("PRAGMA journal_mode=WAL")
+    """
+    In the pool's thread, for every new connection.  Switching a new file to
+    the write-ahead log answers "locked" at once, without waiting, while
+    another process or connection opens it too: try again for a while.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
     connection.execute("PRAGMA synchronous=FULL")
 
 

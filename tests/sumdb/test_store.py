@@ -193,3 +193,22 @@ async def test_a_log_that_shrank_is_never_signed():
     log.store = MemoryLogStore()
     with pytest.raises(StorageUnavailable, match="shrank from 3 to 0"):
         await log.latest()
+
+
+@pytest_twisted.ensureDeferred
+async def test_processes_opening_a_new_disk_log_at_once_all_get_it(tmp_path):
+    """Switching a new SQLite file to its write-ahead log answers "locked" to all but one opener: they wait."""
+    for round_ in range(20):
+        path = str(tmp_path / f"r{round_}" / "log.sqlite")
+        stores = [SQLLogStore.sqlite(path, SIGNER.name) for _ in range(4)]
+        try:
+            assert await gatherResults([ensureDeferred(_first_append(store, i)) for i, store in
+                                        enumerate(stores)]) == [0, 0, 0, 0]
+        finally:
+            for store in stores:
+                await store.close()
+
+
+async def _first_append(store: ILogStore, i: int) -> int:
+    await store.append(f"example.com/m{i}@v1.0.0", text(i), await store.size(), [record_hash(text(i))])
+    return 0
