@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Callable
 
 from twisted.logger import Logger
 
 from athens.config import Config, ConfigError
 from athens.metrics import Metrics
+from athens.singleflight.redis import RedisLock
 from athens.sumdb._log import SumLog
 from athens.sumdb._note import NoteError, SignerKey
 from athens.sumdb._own import OwnSumDB
@@ -82,7 +83,7 @@ def open_log_store(config: Config, name: str) -> ILogStore:
     return build(config, name)
 
 
-def build_own_sumdb(config: Config, lock: Any, upstream: ChecksumVerifier | None,
+def build_own_sumdb(config: Config, lock: RedisLock | None, upstream: ChecksumVerifier | None,
                     metrics: Metrics) -> OwnSumDB | None:
     """The organisation's checksum database, or None when ``OwnSumDB.Name`` is not set."""
     name = config.own_sumdb_name

@@ -13,12 +13,13 @@ the size is read from the store every time (other processes and nodes append).
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import attrs
 from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.logger import Logger
 
+from athens.singleflight.redis import RedisLock
 from athens.storage.interface import NotFound, StorageUnavailable
 from athens.sumdb._note import SignerKey
 from athens.sumdb._store import ILogStore
@@ -73,8 +74,8 @@ class SumLog:
 
     signer: SignerKey
     store: ILogStore
-    #: Orders appends across nodes (``SingleFlightType = "redis"``); anything with RedisLock's ``run``.
-    lock: Any = None
+    #: Orders appends across nodes (``SingleFlightType = "redis"``).
+    lock: RedisLock | None = None
     height: int = TILE_HEIGHT
     _local: DeferredLock = attrs.field(factory=DeferredLock)
     _hashes: _Immutable = attrs.field(factory=_Immutable)
