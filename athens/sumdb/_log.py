@@ -60,12 +60,16 @@ class _Immutable:
     _values: dict[int, bytes] = attrs.field(factory=dict)
 
     async def read(self, keys: list[int], load: Callable[[list[int]], Awaitable[list[bytes]]]) -> list[bytes]:
-        missing = sorted({k for k in keys if k not in self._values})
+        """The values of ``keys``; ``load`` reads the ones not cached, in increasing order."""
+        found = {k: self._values[k] for k in keys if k in self._values}
+        missing = sorted(set(keys) - found.keys())
         if missing:
-            if len(self._values) + len(missing) > self.limit:
+            loaded = dict(zip(missing, await load(missing)))
+            found.update(loaded)
+            if len(self._values) + len(loaded) > self.limit:
                 self._values.clear()
-            self._values.update(zip(missing, await load(missing)))
-        return [self._values[k] for k in keys]
+            self._values.update(loaded)
+        return [found[k] for k in keys]
 
 
 @attrs.define

@@ -212,3 +212,16 @@ async def test_processes_opening_a_new_disk_log_at_once_all_get_it(tmp_path):
 async def _first_append(store: ILogStore, i: int) -> int:
     await store.append(f"example.com/m{i}@v1.0.0", text(i), await store.size(), [record_hash(text(i))])
     return 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_caches_of_what_never_changes_stay_right_when_full():
+    """A log whose caches hold a handful of entries serves the same tree as one with room for everything."""
+    from athens.sumdb._log import _Immutable
+
+    store = MemoryLogStore()
+    small = SumLog(SIGNER, store, hashes=_Immutable(limit=3), records=_Immutable(limit=2))
+    for i in range(40):
+        await small.append(f"example.com/m{i}", "v1.0.0", text(i))
+    assert (await small.head()).hash == rebuilt_tree([text(i) for i in range(40)])
+    assert [await small.record(i) for i in (5, 1, 5, 39, 0)] == [text(5), text(1), text(5), text(39), text(0)]
