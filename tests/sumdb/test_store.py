@@ -225,3 +225,12 @@ async def test_the_caches_of_what_never_changes_stay_right_when_full():
         await small.append(f"example.com/m{i}", "v1.0.0", text(i))
     assert (await small.head()).hash == rebuilt_tree([text(i) for i in range(40)])
     assert [await small.record(i) for i in (5, 1, 5, 39, 0)] == [text(5), text(1), text(5), text(39), text(0)]
+    cache, loads = _Immutable(limit=3), []
+
+    async def load(keys: list[int]) -> list[bytes]:
+        loads.append(keys)
+        return [b"%d" % k for k in keys]
+
+    assert await cache.read([1, 2, 3], load) == [b"1", b"2", b"3"]
+    assert await cache.read([2, 4, 2], load) == [b"2", b"4", b"2"]  # full: emptied, yet 2 is answered
+    assert loads == [[1, 2, 3], [4]]
