@@ -1,6 +1,6 @@
 """
 ``athens-admin``: operator commands that work on a store directly
-(import, list, verify, delete, gc, copy), and the key pair of the
+(import, list, verify, delete, gc, copy, vulndb), and the key pair of the
 organisation's checksum database (sumdb-key).
 
 The daemon need not run; the storage is opened from the same configuration
@@ -27,6 +27,7 @@ from athens.modzip import InvalidZip
 from athens.storage.factory import open_storage
 from athens.storage.interface import IStorage, NotFound, StorageError
 from athens.sumdb import NoteError, SignerKey
+from athens.vulndb import admin as vulndb_admin
 
 
 class ProgressBar:
@@ -69,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
         description="Validates every version (path, .info, zip rules, recorded hash) and skips bad ones.",
     )
     imp.add_argument("cache", help="GOMODCACHE directory (or its cache/download)")
+    vulndb_admin.add_parser(sub)
     sub.add_parser("list", help="list the cached module versions (module version, a line each)")
     sub.add_parser("verify", help="recompute every zip's h1: hash and check the module zip rules (go.sum lines out)")
     delete = sub.add_parser("delete", help="delete module versions from the cache")
@@ -206,7 +208,8 @@ def _sumdb_key(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy, "gc": _gc}
+COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy, "gc": _gc,
+            "vulndb": vulndb_admin.run}
 
 
 async def _run(args: argparse.Namespace) -> int:

@@ -94,6 +94,12 @@ class Config:
     own_sumdb_name: str = ""
     own_sumdb_key_file: str = ""
     own_sumdb_patterns: tuple[str, ...] = ()
+    # -- the vulnerability database and its policy --
+    vulndb_url: str = "https://vuln.go.dev"
+    vulndb_refresh: int = 3600
+    vuln_policy: str = "off"
+    vuln_policy_patterns: tuple[str, ...] = ()
+    vuln_policy_ignore: tuple[str, ...] = ()
     # -- shared storage and single-flight across nodes --
     redis_storage_endpoint: str = ""
     redis_storage_password: str = attrs.field(default="", repr=False)
@@ -277,6 +283,12 @@ def _url(key: str, raw: Any) -> str:
     return value
 
 
+def _vulndb_url(key: str, raw: Any) -> str:
+    """An http(s) URL, or ``off`` (or nothing): no upstream, the database only from ``athens-admin vulndb import``."""
+    value = _string(key, raw).strip()
+    return "" if value.lower() in ("", "off", "none") else _url(key, value).rstrip("/")
+
+
 def _path(key: str, raw: Any) -> str:
     value = _string(key, raw)
     if "\x00" in value:
@@ -353,6 +365,11 @@ KEYS: tuple[Key, ...] = (
     Key(("OwnSumDB", "Name"), ("ATHENS_OWN_SUMDB_NAME",), "own_sumdb_name", _sumdb_name),
     Key(("OwnSumDB", "KeyFile"), ("ATHENS_OWN_SUMDB_KEY_FILE",), "own_sumdb_key_file", _path),
     Key(("OwnSumDB", "Patterns"), ("ATHENS_OWN_SUMDB_PATTERNS",), "own_sumdb_patterns", _string_list(",")),
+    Key(("VulnDBURL",), ("ATHENS_VULNDB_URL",), "vulndb_url", _vulndb_url),
+    Key(("VulnDBRefresh",), ("ATHENS_VULNDB_REFRESH",), "vulndb_refresh", _positive_int),
+    Key(("VulnPolicy",), ("ATHENS_VULN_POLICY",), "vuln_policy", _choice(("off", "warn", "deny"))),
+    Key(("VulnPolicyPatterns",), ("ATHENS_VULN_POLICY_PATTERNS",), "vuln_policy_patterns", _string_list(",")),
+    Key(("VulnPolicyIgnore",), ("ATHENS_VULN_POLICY_IGNORE",), "vuln_policy_ignore", _string_list(",")),
     Key(("DownloadRedirectCode",), ("ATHENS_DOWNLOAD_REDIRECT_CODE",), "redirect_code", _redirect_code),
     Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
     Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),

@@ -34,6 +34,7 @@ from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage, StorageError
 from athens.sumdb import (ChecksumVerifier, OwnSumDBResource, SumDBProxy, TileCache, build_own_sumdb, sumdb_name,
                           verifier_key)
+from athens.vulndb.service import VulnDBService
 from athens.web.accesslog import AccessLog
 from athens.web.answers import LIST_REPLAY
 from athens.web.app import make_site
@@ -161,11 +162,15 @@ class AthensService(MultiService):
         #: One of the daemon's worker processes: it logs nothing the daemon itself says.
         self.is_worker = False
         self.cached = CachedStorage(storage, reactor.seconds)
+        self.vulndb = VulnDBService(config, storage, reactor, self.origin.http_pool or make_pool(reactor),
+                                    self.metrics)
         self.site = make_site(self.cached, reactor, self.origin, config.redirect_code,
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
-                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl)
+                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl,
+                              vulndb=self.vulndb.database, vuln_policy=self.vulndb.policy)
+        self.vulndb.setServiceParent(self)
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
         self._deletions: str | None = None
@@ -187,6 +192,7 @@ class AthensService(MultiService):
     async def _tick(self) -> None:
         """Every second: the hit path's counts into the metrics; every cached answer dropped after a delete anywhere."""
         self.metrics.flush()
+        self.vulndb.measure()
         try:
             token = await self.storage.deletions().addTimeout(5, self.reactor)
         except (StorageError, TimeoutError):
@@ -212,6 +218,7 @@ class AthensService(MultiService):
         super().setServiceParent(parent)
 
     def startService(self) -> None:
+        self.vulndb.refreshing = not self.is_worker  # workers follow the store; the first process copies
         super().startService()
         self.flushing.start(1.0, now=True)
         if self.tls is not None:
@@ -240,6 +247,10 @@ class AthensService(MultiService):
             goproxy=goproxy_of(config.go_env), verify=verify,
             root=config.disk_root if self.storage.name == "disk" else None,
         )
+        log.info("vulnerability database at /vuln/: {source}; VulnPolicy {policy}",
+                 source=f"copied from {config.vulndb_url} (checked every {config.vulndb_refresh}s)"
+                 if config.vulndb_url else "no upstream (VulnDBURL off): loaded with athens-admin vulndb import",
+                 policy=config.vuln_policy)
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
