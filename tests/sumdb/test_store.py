@@ -179,7 +179,7 @@ async def test_nodes_ordered_by_the_redis_lock(redis_server):
     finally:
         for store, lock in zip(stores, locks):
             await store.close()
-            await lock.redis.disconnect()
+            await lock.close()
 
 
 @pytest_twisted.ensureDeferred
