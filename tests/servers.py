@@ -216,7 +216,8 @@ class SeaweedFS:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not os.environ.get("KEEP_WEED"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _weed() -> str:
@@ -245,7 +246,7 @@ def start_seaweedfs() -> SeaweedFS:
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     argv = [_weed(), "server", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=2000", "-master.volumePreallocate=false",
             "-filer", "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
     for name, port in ports.items():
         argv += [f"-{name}.port={port}", f"-{name}.port.grpc={grpc[name]}"]

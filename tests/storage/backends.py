@@ -42,6 +42,14 @@ def memory_objects(request: Any, tmp_path: Any) -> Iterator[IStorage]:
     yield ObjectStorage(MemoryBucket())
 
 
+def s3(request: Any, tmp_path: Any) -> Iterator[IStorage]:
+    """Athens' object layout on a real SeaweedFS (signatures checked); a fresh bucket per test."""
+    from tests.storage.buckets import s3_bucket
+
+    for bucket in s3_bucket(request):
+        yield ObjectStorage(bucket)
+
+
 def redis(request: Any, tmp_path: Any) -> Iterator[IStorage]:
     """A real redis-server; each test gets a key prefix of its own."""
     server = request.getfixturevalue("redis_server")
@@ -70,4 +78,5 @@ BACKENDS: dict[str, Callable[[Any, Any], Iterator[IStorage]]] = {
     "memory-objects": memory_objects,
     "redis": redis,
     "postgres": postgres,
+    "s3": s3,
 }
