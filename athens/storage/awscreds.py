@@ -51,7 +51,9 @@ def _default_chain() -> Credentials | None:
     return botocore.session.Session().get_credentials()
 
 
-def _loader(settings: CredentialSettings) -> Callable[[], Any]:
+def loader(settings: CredentialSettings) -> Callable[[], Any]:
+    """A blocking function that finds the credentials (None if there are none)."""
+
     def load() -> Any:
         if settings.use_default_chain:
             return _default_chain()
@@ -79,7 +81,7 @@ class CredentialSource:
     async def get(self) -> ReadOnlyCredentials:
         try:
             if self._credentials is None:
-                self._credentials = await deferToThread(_loader(self.settings))
+                self._credentials = await deferToThread(loader(self.settings))
                 if self._credentials is None:
                     raise StorageUnavailable(f"s3: no credentials found ({self.settings.describe()})")
             if isinstance(self._credentials, RefreshableCredentials) and self._credentials.refresh_needed():

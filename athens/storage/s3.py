@@ -384,22 +384,6 @@ class S3Bucket:
 
         return ensureDeferred(head())
 
-    def create(self) -> Deferred[None]:
-        """Make the bucket (Athens' minio storage does at start); nothing if it is ours already."""
-        body = b""
-        if self.settings.region and self.settings.region != "us-east-1":
-            body = (f"<CreateBucketConfiguration><LocationConstraint>{self.settings.region}"
-                    f"</LocationConstraint></CreateBucketConfiguration>").encode()
-
-        async def make() -> None:
-            try:
-                await self._request("PUT", body=body)
-            except S3Error as e:
-                if "BucketAlreadyOwnedByYou" not in str(e):
-                    raise
-
-        return ensureDeferred(make())
-
     def close(self) -> Deferred[None]:
         if self.pool is None:
             return defer.succeed(None)

@@ -27,20 +27,23 @@ def s3(request: Any, tmp_path: Any) -> Iterator[IBucket]:
 
 
 def s3_bucket(request: Any, **settings: Any) -> Iterator[Any]:
+    bucket = new_s3_bucket(request.getfixturevalue("seaweedfs_server"), **settings)
+    yield bucket
+    pytest_twisted.blockon(bucket.close())
+
+
+def new_s3_bucket(server: Any, **settings: Any) -> Any:
+    """An empty bucket of its own on the tests' SeaweedFS; the caller closes the client."""
     from twisted.internet import reactor
 
     from athens.storage.awscreds import CredentialSettings
     from athens.storage.s3 import S3Bucket, S3Settings
     from tests.servers import s3_request
 
-    server = request.getfixturevalue("seaweedfs_server")
     name = f"t{uuid.uuid4().hex}"
     assert s3_request(server, "PUT", "/" + name)[0] == 200
-    bucket = S3Bucket.connect(S3Settings(name, endpoint=server.endpoint, path_style=True,
-                                         credentials=CredentialSettings(server.key, server.secret), **settings),
-                              reactor)
-    yield bucket
-    pytest_twisted.blockon(bucket.close())
+    settings.setdefault("credentials", CredentialSettings(server.key, server.secret))
+    return S3Bucket.connect(S3Settings(name, endpoint=server.endpoint, path_style=True, **settings), reactor)
 
 
 BUCKETS: dict[str, Callable[[Any, Any], Iterator[IBucket]]] = {
