@@ -6,12 +6,14 @@ A version is three objects (:class:`Layout` says where).  The commit point is
 the ``.info``: a save writes the zip (exclusively: the first complete zip
 wins a race between nodes), then the go.mod, then the ``.info`` last; a
 version is whole, and counted by ``exists``/``list``/``catalog``, only when
-all three are there, and ``info``/``go_mod``/``zip`` answer only once the
-``.info`` is.  A save that fails or is cancelled deletes what it wrote (the
-bucket client aborts its multipart upload); what a killed save left (a zip,
-maybe a go.mod, no ``.info``) is invisible, and removed by the next save of
-that version or by :meth:`ObjectStorage.sweep` (``athens-admin gc``) once it
-is older than :data:`STALE`.
+all three are there, and ``zip`` answers only once the ``.info`` is.  A
+go.mod-only version is a ``.mod`` (and maybe ``.info``) with no zip; a
+go.mod, which never changes once stored, is served as soon as it is there.
+A save that fails or is cancelled deletes what it wrote (the bucket client
+aborts its multipart upload); a zip a killed save left with no ``.info`` is
+invisible, and removed by the next save of that version or by
+:meth:`ObjectStorage.sweep` (``athens-admin gc``) once older than
+:data:`STALE` (its go.mod, if written, stays: a go.mod-only version).
 
 Besides Athens' objects: ``<version>.used`` beside a version (its last use,
 written at most once an hour per node) and ``.athens-py/deletions`` (a token
@@ -34,7 +36,7 @@ from zope.interface import implementer
 
 from athens.module import ModuleVersion, is_valid_semver
 from athens.storage.bucket import IBucket, ObjectExists
-from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, sized
+from athens.storage.interface import CatalogPage, IStorage, ModChanged, NotFound, StorageError, sized
 
 log = Logger()
 
@@ -168,13 +170,8 @@ class ObjectStorage:
         return ensureDeferred(self._get(module, version, "info"))
 
     def go_mod(self, module: str, version: str) -> Deferred[bytes]:
-        async def mod() -> bytes:
-            # (a go.mod with no .info is a save in progress, or what a killed one left)
-            data, _ = await _both(ensureDeferred(self._get(module, version, "mod")),
-                                  ensureDeferred(self._get(module, version, "info")))
-            return data
-
-        return ensureDeferred(mod())
+        """Of a whole version or a go.mod-only one (a go.mod never changes once stored: it is served at once)."""
+        return ensureDeferred(self._get(module, version, "mod"))
 
     async def _get(self, module: str, version: str, part: str) -> bytes:
         try:
@@ -249,10 +246,12 @@ class ObjectStorage:
         parts = await self._parts(module, version)
         if _whole(parts):
             return False
-        if "info" not in parts and self.clock() - max(parts.values(), default=self.clock()) > STALE:
-            await self._remove(module, version, [p for p in ("zip", "mod") if p in parts])
-            log.info("removed what a killed save of {what} left", what=f"{module}@{version}")
-            parts = {}
+        if "zip" in parts and "info" not in parts and self.clock() - parts["zip"] > STALE:
+            await self._remove(module, version, ["zip"])
+            log.info("removed the zip a killed save of {what} left", what=f"{module}@{version}")
+            del parts["zip"]
+        if "mod" in parts and await self._get(module, version, "mod") != mod:
+            raise ModChanged(module, version)
         wrote: list[str] = []
         try:
             try:
@@ -272,6 +271,25 @@ class ObjectStorage:
             await self._remove(module, version, wrote)
             raise
         return True
+
+    def save_mod(self, module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
+        """A go.mod-only version is its ``.mod`` (and ``.info``) with no zip: what Athens' layout allows."""
+
+        async def store() -> bool:
+            parts = await self._parts(module, version)
+            added = False
+            try:
+                if "mod" not in parts:
+                    await self.bucket.put(self._key(module, version, "mod"), mod, exclusive=True)
+                    added = True
+                if info is not None and "info" not in parts and "zip" not in parts:
+                    await self.bucket.put(self._key(module, version, "info"), info, exclusive=True)
+                    added = True
+            except ObjectExists:
+                pass  # another node stored it first: what is stored is kept
+            return added
+
+        return ensureDeferred(store())
 
     async def _lost_race(self, module: str, version: str) -> bool:
         """Another save's zip is there: False once its ``.info`` is (the version whole), else an error."""
@@ -300,7 +318,7 @@ class ObjectStorage:
     def delete(self, module: str, version: str) -> Deferred[None]:
         async def remove() -> None:
             parts = await self._parts(module, version)
-            if not _whole(parts):
+            if not _whole(parts) and "mod" not in parts:  # (whole, or go.mod-only)
                 raise NotFound(f"{module}@{version}: not found")
             # The .info first: from then on no reader sees the version.
             for part in ("info", "mod", "zip", "used"):
@@ -355,7 +373,11 @@ class ObjectStorage:
     # -- maintenance --
 
     def sweep(self, older_than: float = STALE) -> Deferred[list[str]]:
-        """Remove what killed saves left (a zip or go.mod with no ``.info``) older than ``older_than``; the keys."""
+        """
+        Remove the zips killed saves left (no ``.info`` beside them) older than
+        ``older_than``; the keys.  A go.mod such a save wrote stays: a go.mod-only
+        version, as good as one the proxy stores on purpose.
+        """
 
         async def clean() -> list[str]:
             removed: list[str] = []
@@ -363,15 +385,13 @@ class ObjectStorage:
             parts: dict[str, float] = {}
 
             async def settle() -> None:
-                if current is None or "info" in parts or not parts.keys() & {"zip", "mod"}:
-                    return
-                if self.clock() - max(parts.values()) <= older_than:
+                if current is None or "info" in parts or self.clock() - parts.get("zip", self.clock()) <= older_than:
                     return
                 exact = await self._parts(*current)  # (keys of two versions can interleave in key order)
-                if "info" in exact or self.clock() - max(exact.values(), default=0.0) <= older_than:
+                if "info" in exact or self.clock() - exact.get("zip", self.clock()) <= older_than:
                     return
-                await self._remove(*current, list(exact))
-                removed.extend(self._key(*current, p) for p in exact)
+                await self._remove(*current, ["zip"])
+                removed.append(self._key(*current, "zip"))
 
             async for key, modified in self._keys_after(""):
                 parsed = self.layout.parse(key)
