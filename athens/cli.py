@@ -23,7 +23,7 @@ from athens.maintenance import everything, verify_version
 from athens.module import InvalidInput, check_path, check_version
 from athens.modzip import InvalidZip
 from athens.storage.factory import open_storage
-from athens.storage.interface import IStorage, NotFound, StorageError
+from athens.storage.interface import IStorage, ISweep, NotFound, StorageError
 
 
 class ProgressBar:
@@ -171,6 +171,10 @@ async def _gc(args: argparse.Namespace, storage: IStorage) -> int:
                 continue
         print(f"{'would delete' if args.dry_run else 'deleted'} {item}")
     print(f"{len(stale)} versions unused for {args.unused_days:g} days", file=sys.stderr)
+    if ISweep.providedBy(storage) and not args.dry_run:
+        left = await storage.sweep()
+        for key in left:
+            print(f"removed {key} (left by a killed save)")
     return 0
 
 

@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from athens.module import ModuleVersion, is_valid_semver
 from athens.storage.bucket import IBucket, ObjectExists
-from athens.storage.interface import CatalogPage, IStorage, ModChanged, NotFound, StorageError, sized
+from athens.storage.interface import CatalogPage, IStorage, ISweep, ModChanged, NotFound, StorageError, sized
 
 log = Logger()
 
@@ -116,7 +116,7 @@ def _whole(parts: dict[str, float]) -> bool:
     return all(p in parts for p in PARTS)
 
 
-@implementer(IStorage)
+@implementer(IStorage, ISweep)
 @attrs.define
 class ObjectStorage:
     bucket: IBucket
@@ -372,12 +372,14 @@ class ObjectStorage:
 
     # -- maintenance --
 
-    def sweep(self, older_than: float = STALE) -> Deferred[list[str]]:
+    def sweep(self, older_than: float | None = None) -> Deferred[list[str]]:
         """
         Remove the zips killed saves left (no ``.info`` beside them) older than
         ``older_than``; the keys.  A go.mod such a save wrote stays: a go.mod-only
         version, as good as one the proxy stores on purpose.
         """
+
+        limit = STALE if older_than is None else older_than
 
         async def clean() -> list[str]:
             removed: list[str] = []
@@ -385,10 +387,10 @@ class ObjectStorage:
             parts: dict[str, float] = {}
 
             async def settle() -> None:
-                if current is None or "info" in parts or self.clock() - parts.get("zip", self.clock()) <= older_than:
+                if current is None or "info" in parts or self.clock() - parts.get("zip", self.clock()) <= limit:
                     return
                 exact = await self._parts(*current)  # (keys of two versions can interleave in key order)
-                if "info" in exact or self.clock() - exact.get("zip", self.clock()) <= older_than:
+                if "info" in exact or self.clock() - exact.get("zip", self.clock()) <= limit:
                     return
                 await self._remove(*current, ["zip"])
                 removed.append(self._key(*current, "zip"))
