@@ -21,7 +21,7 @@ from athens.athenskeys import ENV_VARS as ATHENS_ENV_VARS
 from athens.athenskeys import is_athens_key
 
 STORAGE_TYPES = ("memory", "disk", "redis", "postgres", "s3", "minio")
-SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel")
+SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
 #: Athens storage types this proxy does not implement: named so the error can say so.
 ATHENS_ONLY_STORAGE = ("mongo", "gcp", "azureblob", "external")
 LOG_LEVELS = {
@@ -90,6 +90,12 @@ class Config:
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
     verify_checksums: bool = True
+    # -- the vulnerability database and its policy --
+    vulndb_url: str = "https://vuln.go.dev"
+    vulndb_refresh: int = 3600
+    vuln_policy: str = "off"
+    vuln_policy_patterns: tuple[str, ...] = ()
+    vuln_policy_ignore: tuple[str, ...] = ()
     # -- shared storage and single-flight across nodes --
     redis_storage_endpoint: str = ""
     redis_storage_password: str = attrs.field(default="", repr=False)
@@ -123,6 +129,8 @@ class Config:
     sentinel_master: str = "redis-1"
     sentinel_password: str = attrs.field(default="", repr=False)
     sentinel_db: int = 0
+    etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    prefetch_endpoint: bool = False
 
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
@@ -278,6 +286,12 @@ def _url(key: str, raw: Any) -> str:
     return value
 
 
+def _vulndb_url(key: str, raw: Any) -> str:
+    """An http(s) URL, or ``off`` (or nothing): no upstream, the database only from ``athens-admin vulndb import``."""
+    value = _string(key, raw).strip()
+    return "" if value.lower() in ("", "off", "none") else _url(key, value).rstrip("/")
+
+
 def _path(key: str, raw: Any) -> str:
     value = _string(key, raw)
     if "\x00" in value:
@@ -351,6 +365,11 @@ KEYS: tuple[Key, ...] = (
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
     Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
+    Key(("VulnDBURL",), ("ATHENS_VULNDB_URL",), "vulndb_url", _vulndb_url),
+    Key(("VulnDBRefresh",), ("ATHENS_VULNDB_REFRESH",), "vulndb_refresh", _positive_int),
+    Key(("VulnPolicy",), ("ATHENS_VULN_POLICY",), "vuln_policy", _choice(("off", "warn", "deny"))),
+    Key(("VulnPolicyPatterns",), ("ATHENS_VULN_POLICY_PATTERNS",), "vuln_policy_patterns", _string_list(",")),
+    Key(("VulnPolicyIgnore",), ("ATHENS_VULN_POLICY_IGNORE",), "vuln_policy_ignore", _string_list(",")),
     Key(("DownloadRedirectCode",), ("ATHENS_DOWNLOAD_REDIRECT_CODE",), "redirect_code", _redirect_code),
     Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
     Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),
@@ -398,6 +417,8 @@ KEYS: tuple[Key, ...] = (
         _string),
     Key(("SingleFlight", "RedisSentinel", "SentinelPassword"), ("ATHENS_REDIS_SENTINEL_PASSWORD",),
         "sentinel_password", _string),
+    Key(("PrefetchEndpoint",), ("ATHENS_PREFETCH_ENDPOINT",), "prefetch_endpoint", _bool),
+    Key(("SingleFlight", "Etcd", "Endpoints"), ("ATHENS_ETCD_ENDPOINTS",), "etcd_endpoints", _string_list(",")),
 )
 
 def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:

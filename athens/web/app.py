@@ -16,7 +16,12 @@ from twisted.web.resource import IResource, Resource
 from athens.metrics import Metrics
 from athens.origin import Origin
 from athens.storage.interface import IStorage
+from athens.vulndb import web as vulnweb
+from athens.vulndb.database import VulnDatabase
+from athens.vulndb.policy import VulnPolicy
 from athens.web.accesslog import AccessLog
+from athens.web.admin import PATH as PREFETCH_PATH
+from athens.web.admin import PrefetchEndpoint
 from athens.web.auth import BasicAuth
 from athens.web.forcessl import ForceSSL
 from athens.web.answers import LIST_REPLAY, Answers
@@ -36,11 +41,12 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
-             protocol: ProtocolResource | None = None) -> Klein:
+             protocol: ProtocolResource | None = None, *, vulndb: VulnDatabase | None = None,
+             admin_prefetch: bool = False) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
-    ops = OpsResource(storage, clock, robots, path_prefix)
+    ops = OpsResource(storage, clock, robots, path_prefix, details=(vulndb.describe,) if vulndb else ())
     protocol = protocol or ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves,
                                             validator)
 
@@ -62,6 +68,15 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
         if sumdb is None:
             return text(request, "not found: this proxy does not carry checksum databases", 404)
         return sumdb.handle(request, name, path)
+
+    @app.route("/vuln/<path:path>", methods=GET, endpoint="vuln")
+    def vulnerabilities(request: IRequest, path: str) -> bytes:
+        if vulndb is None:
+            return text(request, "not found: this proxy does not serve a vulnerability database", 404)
+        return vulnweb.serve(request, vulndb, path)
+
+    if admin_prefetch and origin is not None:
+        app.route(PREFETCH_PATH.decode(), methods=["POST"], endpoint="prefetch")(PrefetchEndpoint(origin).handle)
 
     @app.route("/<path:path>", methods=GET, endpoint="protocol")
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
@@ -86,10 +101,12 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
                   validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
-                  force_ssl: bool = False) -> IResource:
+                  force_ssl: bool = False, *, vulndb: VulnDatabase | None = None,
+                  admin_prefetch: bool = False) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
-                        fill_after_client_leaves, validator, protocol).resource()
+                        fill_after_client_leaves, validator, protocol, vulndb=vulndb,
+                        admin_prefetch=admin_prefetch).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if force_ssl:
@@ -126,16 +143,23 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
-              force_ssl: bool = False) -> ProxySite:
-    """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
+              force_ssl: bool = False, vulndb: VulnDatabase | None = None,
+              vuln_policy: VulnPolicy | None = None, admin_prefetch: bool = False) -> ProxySite:
+    """
+    The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False; ``vulndb``
+    served at ``/vuln/``, ``vuln_policy`` judging zips; ``admin_prefetch``: ``POST /admin/prefetch``.
+    """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
     answers = Answers() if hit_path else None
     protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
-                                answers=answers, list_ttl=list_ttl)
+                                answers=answers, list_ttl=list_ttl, vuln_policy=vuln_policy)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
-                             fill_after_client_leaves, validator, protocol, force_ssl)
+                             fill_after_client_leaves, validator, protocol, force_ssl, vulndb=vulndb,
+                             admin_prefetch=admin_prefetch)
     hits = None
+    if answers is not None and vulndb is not None:  # a new database may flag a remembered zip: judge it again
+        vulndb.listeners.append(lambda snapshot: answers.clear())
     if answers is not None:
         authorization = None
         if basic_auth is not None:

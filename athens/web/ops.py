@@ -6,6 +6,7 @@ import html
 import json
 import os
 import platform
+from typing import Callable
 
 import attrs
 import twisted
@@ -34,6 +35,8 @@ class OpsResource:
     clock: object = attrs.field(default=None)
     robots: bytes = DEFAULT_ROBOTS
     path_prefix: str = ""
+    #: More to say on /readyz, a phrase each (the vulnerability database's age); none makes it not ready.
+    details: tuple[Callable[[], str], ...] = ()
 
     async def catalog(self, request: IRequest) -> bytes:
         """Athens' paging: ``?token=&pagesize=`` -> ``{"modules": [...], "next": "..."}``."""
@@ -77,7 +80,7 @@ class OpsResource:
         except Exception as e:
             log.warn("readiness check failed: {error}", error=repr(e))
             return text(request, f"not ready: {self.storage.name} storage: {e or type(e).__name__}", 503)
-        return text(request, "OK")
+        return text(request, "; ".join(["OK", *(detail() for detail in self.details)]))
 
     def version(self, request: IRequest) -> bytes:
         info = {
