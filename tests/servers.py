@@ -282,6 +282,8 @@ class SeaweedFS:
     workdir: Path
     key: str = S3_KEY
     secret: str = S3_SECRET
+    #: Every port it listens on: it names its Unix sockets in /tmp after them.
+    ports: list[int] = attrs.field(factory=list)
 
     @property
     def endpoint(self) -> str:
@@ -292,8 +294,10 @@ class SeaweedFS:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
-        if not os.environ.get("KEEP_WEED"):
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        for port in self.ports:  # (a killed weed leaves its sockets behind)
+            for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                os.unlink(sock)
 
 
 def _weed() -> str:
@@ -329,7 +333,7 @@ def start_seaweedfs() -> SeaweedFS:
     log = workdir / "weed.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-    server = SeaweedFS(process, ports["s3"], workdir)
+    server = SeaweedFS(process, ports["s3"], workdir, ports=[*ports.values(), *grpc.values()])
     _wait_port(ports["s3"], process, "seaweedfs", log, timeout=60)
     deadline = time.monotonic() + 60
     while True:
