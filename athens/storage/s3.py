@@ -179,10 +179,8 @@ class S3Blob:
 
     size: int
     _body: _Body
-    _read: bool = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        self._read = True
         try:
             async for chunk in self._body.read():
                 yield chunk

@@ -7,6 +7,7 @@ signatures, a store that is down or throttles, a cancelled upload.
 from __future__ import annotations
 
 import datetime
+import re
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -129,6 +130,31 @@ def test_the_start_up_check_names_what_is_wrong(seaweedfs_server):
     check_bucket(good, "Storage.Minio", create=True)  # Athens' minio storage makes its bucket
     assert s3_request(seaweedfs_server, "HEAD", "/" + good.bucket)[0] == 200
     check_bucket(good, "Storage.S3")
+
+
+@pytest_twisted.ensureDeferred
+async def test_storage_type_minio_makes_its_bucket_and_writes_athens_minio_layout(seaweedfs_server):
+    from twisted.internet import reactor
+
+    from athens.storage.factory import open_storage
+    from tests.streams import once
+
+    bucket = f"minio{free_port()}"
+    config = load(environ={"ATHENS_STORAGE_TYPE": "minio", "ATHENS_MINIO_BUCKET_NAME": bucket,
+                           "ATHENS_MINIO_ENDPOINT": seaweedfs_server.endpoint.removeprefix("http://"),
+                           "ATHENS_MINIO_ACCESS_KEY_ID": seaweedfs_server.key,
+                           "ATHENS_MINIO_SECRET_ACCESS_KEY": seaweedfs_server.secret})
+    store = open_storage(config, reactor)
+    try:
+        assert await store.save("github.com/Azure/Go-Lib", "v1.2.0", b'{"Version":"v1.2.0"}', b"module m\n",
+                                 once(b"PK zip"))
+        assert await store.list("github.com/Azure/Go-Lib") == ["v1.2.0"]
+    finally:
+        await store.close()
+    status, listing = s3_request(seaweedfs_server, "GET", f"/{bucket}?list-type=2")
+    keys = sorted(k.decode() for k in re.findall(rb"<Key>(.*?)</Key>", listing))
+    assert status == 200 and keys == ["github.com/Azure/Go-Lib/v1.2.0/go.mod", "github.com/Azure/Go-Lib/v1.2.0/source.zip",
+                                      "github.com/Azure/Go-Lib/v1.2.0/v1.2.0.info"]
 
 
 # -- credentials --
