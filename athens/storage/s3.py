@@ -48,6 +48,8 @@ from athens.storage.interface import NotFound, StorageError, StorageUnavailable,
 
 #: Multipart part size: S3's minimum is 5 MiB (all parts but the last); one part is held in memory.
 PART = 8 << 20
+#: Parts of one upload sent at once (each held in memory until the store has it).
+IN_FLIGHT = 2
 #: Bodies hashed in the thread pool above this size (SigV4 signs the payload's SHA-256 over plain HTTP).
 HASH_OFF_THREAD = 256 << 10
 #: Small objects (.info, .mod, the deletions token) larger than this are refused.
@@ -303,25 +305,37 @@ class S3Bucket:
         upload_id = _xml(answer).findtext("UploadId") or ""
         if not upload_id:
             raise S3Error(f"s3: no UploadId in the answer to starting an upload of {key}")
+        etags: dict[int, str] = {}
+        sending: deque[Deferred[None]] = deque()
         try:
-            etags: list[str] = []
             size = 0
-            pending: bytes | None = second
 
-            async def send(data: bytes) -> None:
-                response, _ = await self._request(
-                    "PUT", key, _query(partNumber=str(len(etags) + 1), uploadId=upload_id), body=data)
-                etags.append(response.headers.getRawHeaders("etag", [""])[0])
+            async def send(number: int, data: bytes) -> None:
+                response, _ = await self._request("PUT", key, _query(partNumber=str(number), uploadId=upload_id),
+                                                  body=data)
+                etags[number] = response.headers.getRawHeaders("etag", [""])[0]
 
-            await send(first)
-            size += len(first)
-            del first
-            while pending is not None:
-                await send(pending)
-                size += len(pending)
-                pending = await anext(parts, None)
+            async def every_part(read: list[bytes]) -> AsyncIterator[bytes]:
+                while read:
+                    yield read.pop(0)
+                async for part in parts:
+                    yield part
+
+            number = 0
+            read = [first, second]
+            del first, second  # (held only until sent)
+            async for data in every_part(read):
+                # the next part is read from the stream while up to IN_FLIGHT parts go out
+                number += 1
+                sending.append(ensureDeferred(send(number, data)))
+                size += len(data)
+                del data
+                if len(sending) >= IN_FLIGHT:
+                    await sending.popleft()
+            while sending:
+                await sending.popleft()
             document = "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{_escape(e)}</ETag></Part>"
-                               for n, e in enumerate(etags, 1))
+                               for n, e in sorted(etags.items()))
             headers = {"If-None-Match": "*"} if exclusive else {}
             _, answer = await self._request(
                 "POST", key, _query(uploadId=upload_id),
@@ -331,6 +345,9 @@ class S3Bucket:
                 self._raise("POST", key, 412 if code == "PreconditionFailed" else 500, code, message)
             return size
         except BaseException:
+            for d in sending:
+                d.addErrback(lambda _: None)
+                d.cancel()
             await self._abort(key, upload_id)
             raise
 
