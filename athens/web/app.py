@@ -16,6 +16,7 @@ from twisted.web.resource import IResource, Resource
 from athens.metrics import Metrics
 from athens.origin import Origin
 from athens.storage.interface import IStorage
+from athens.sumdb import SumDBProxy
 from athens.vulndb import web as vulnweb
 from athens.vulndb.database import VulnDatabase
 from athens.vulndb.policy import VulnPolicy
@@ -30,7 +31,6 @@ from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text
 from athens.web.site import ProxySite
-from athens.web.sumdb import SumDBProxy
 from athens.web.validator import ValidatorHook
 
 GET = ["GET", "HEAD"]
