@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.servers import start_etcd, start_postgres, start_redis
+from tests.servers import start_etcd, start_postgres, start_redis, start_seaweedfs
 
 # Everything the tests start listens on loopback: an HTTP(S)_PROXY of the machine (even a dead one) must not
 # stand between the tests' own clients (urllib, the go command) and those servers.
@@ -31,6 +31,14 @@ def etcd_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres_server():
     server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server():
+    """One S3-compatible server for the session; each test makes a bucket of its own."""
+    server = start_seaweedfs()
     yield server
     server.stop()
 

@@ -85,7 +85,7 @@ def test_wrong_values_name_the_key(tmp_path, text, key):
 
 def test_wrong_environment_value_names_the_variable():
     with pytest.raises(ConfigError, match="^ATHENS_STORAGE_TYPE:"):
-        load(None, environ={"ATHENS_STORAGE_TYPE": "s3"})
+        load(None, environ={"ATHENS_STORAGE_TYPE": "mongo"})
 
 
 def test_unreadable_and_malformed_files(tmp_path):

@@ -8,7 +8,10 @@ bucket).  Add a client here and ``test_bucket.py`` runs against it unchanged;
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Callable, Iterator
+
+import pytest_twisted
 
 from athens.storage.bucket import IBucket
 from athens.storage.memorybucket import MemoryBucket
@@ -18,6 +21,32 @@ def memory(request: Any, tmp_path: Any) -> Iterator[IBucket]:
     yield MemoryBucket()
 
 
+def s3(request: Any, tmp_path: Any) -> Iterator[IBucket]:
+    """A real SeaweedFS checking every signature; a fresh bucket per test."""
+    yield from s3_bucket(request)
+
+
+def s3_bucket(request: Any, **settings: Any) -> Iterator[Any]:
+    bucket = new_s3_bucket(request.getfixturevalue("seaweedfs_server"), **settings)
+    yield bucket
+    pytest_twisted.blockon(bucket.close())
+
+
+def new_s3_bucket(server: Any, **settings: Any) -> Any:
+    """An empty bucket of its own on the tests' SeaweedFS; the caller closes the client."""
+    from twisted.internet import reactor
+
+    from athens.storage.awscreds import CredentialSettings
+    from athens.storage.s3 import S3Bucket, S3Settings
+    from tests.servers import s3_request
+
+    name = f"t{uuid.uuid4().hex}"
+    assert s3_request(server, "PUT", "/" + name)[0] == 200
+    settings.setdefault("credentials", CredentialSettings(server.key, server.secret))
+    return S3Bucket.connect(S3Settings(name, endpoint=server.endpoint, path_style=True, **settings), reactor)
+
+
 BUCKETS: dict[str, Callable[[Any, Any], Iterator[IBucket]]] = {
     "memory": memory,
+    "s3": s3,
 }
