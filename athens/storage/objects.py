@@ -36,7 +36,8 @@ from zope.interface import implementer
 
 from athens.module import ModuleVersion, is_valid_semver
 from athens.storage.bucket import IBucket, ObjectExists
-from athens.storage.interface import CatalogPage, IStorage, ISweep, ModChanged, NotFound, StorageError, sized
+from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ISweep, ModChanged, NotFound, StorageError,
+                                     index_of, sized)
 
 log = Logger()
 
@@ -222,6 +223,23 @@ class ObjectStorage:
         more = len(items) > limit
         items = items[:limit]
         return CatalogPage(items, str(items[-1]) if more else "")
+
+    def index(self, since: float, limit: int) -> Deferred[list[IndexLine]]:
+        return ensureDeferred(self._index(since, limit))
+
+    async def _index(self, since: float, limit: int) -> list[IndexLine]:
+        """A whole version's save is when its ``.info`` (the commit point) was written: one pass over the bucket."""
+        saved: dict[tuple[str, str], float] = {}
+        parts: dict[tuple[str, str], set[str]] = {}
+        async for key, modified in self._keys_after(""):
+            parsed = self.layout.parse(key)
+            if parsed is None or parsed[2] not in PARTS:
+                continue
+            parts.setdefault(parsed[:2], set()).add(parsed[2])
+            if parsed[2] == "info":
+                saved[parsed[:2]] = modified
+        lines = (IndexLine(m, v, saved[m, v]) for (m, v), p in parts.items() if p.issuperset(PARTS))
+        return index_of(lines, since, limit)
 
     def _last_key(self, module: str, version: str) -> str:
         return max(self._key(module, version, p) for p in (*PARTS, "used"))
