@@ -10,14 +10,31 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+import pytest_twisted
+
+from athens.storage.azure import AzureBucket, AzureSettings
 from athens.storage.bucket import IBucket
 from athens.storage.memorybucket import MemoryBucket
+from tests.objectservers import AZURITE_ACCOUNT, AZURITE_KEY
 
 
 def memory(request: Any, tmp_path: Any) -> Iterator[IBucket]:
     yield MemoryBucket()
 
 
+def azureblob(request: Any, tmp_path: Any) -> Iterator[IBucket]:
+    """Azurite, a container of its own per test; small blocks so that uploads take several."""
+    from twisted.internet import reactor
+
+    server = request.getfixturevalue("azurite")
+    settings = AzureSettings(AZURITE_ACCOUNT, server.create_container(), AZURITE_KEY, endpoint=server.endpoint,
+                             timeout=30, block_size=1 << 20)
+    bucket = AzureBucket(settings, reactor)
+    yield bucket
+    pytest_twisted.blockon(bucket.close())
+
+
 BUCKETS: dict[str, Callable[[Any, Any], Iterator[IBucket]]] = {
     "memory": memory,
+    "azureblob": azureblob,
 }
