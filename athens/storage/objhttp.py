@@ -119,9 +119,9 @@ class StoreHTTP:
             if auth is not None:
                 sent.update(await auth.headers(method, url, sent, len(data or b"")))
             try:
-                response = await self.client.request(
-                    method, url, headers=sent, data=data, unbuffered=True,
-                    timeout=timeout or self.idle)
+                # Never follow a redirect: a 308 is how a resumable upload says "go on".
+                response = await self.client.request(method, url, headers=sent, data=data, unbuffered=True,
+                                                     allow_redirects=False, timeout=timeout or self.idle)
             except (ConnectError, DNSLookupError, ConnectingCancelledError) as e:
                 raise StorageUnavailable(f"{self.name}: {what}: cannot connect: {e.__class__.__name__}") from None
             except ResponseNeverReceived:

@@ -8,7 +8,7 @@ answers 401.  Concurrent requests wait for one fetch, not one each.
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -90,7 +90,3 @@ async def _value(value: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def unused(*args: Any) -> None:
-    """Nothing to forget."""

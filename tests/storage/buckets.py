@@ -14,6 +14,7 @@ import pytest_twisted
 
 from athens.storage.azure import AzureBucket, AzureSettings
 from athens.storage.bucket import IBucket
+from athens.storage.gcs import GCSBucket, GCSSettings
 from athens.storage.memorybucket import MemoryBucket
 from tests.objectservers import AZURITE_ACCOUNT, AZURITE_KEY
 
@@ -34,7 +35,19 @@ def azureblob(request: Any, tmp_path: Any) -> Iterator[IBucket]:
     pytest_twisted.blockon(bucket.close())
 
 
+def gcs(request: Any, tmp_path: Any) -> Iterator[IBucket]:
+    """fake-gcs-server, a bucket of its own per test; the smallest pieces so that uploads take many."""
+    from twisted.internet import reactor
+
+    server = request.getfixturevalue("fake_gcs")
+    settings = GCSSettings(server.create_bucket(), emulator=server.endpoint, timeout=30, chunk_size=1 << 20)
+    bucket = GCSBucket(settings, reactor)
+    yield bucket
+    pytest_twisted.blockon(bucket.close())
+
+
 BUCKETS: dict[str, Callable[[Any, Any], Iterator[IBucket]]] = {
     "memory": memory,
     "azureblob": azureblob,
+    "gcs": gcs,
 }
