@@ -92,7 +92,7 @@ class SharedKey:
 
 def scope_resource(scope: str) -> str:
     """The metadata service wants a resource, Azure identity libraries a scope: ``<resource>/.default``."""
-    return scope.removesuffix("/.default") if scope.endswith("/.default") else scope
+    return scope.removesuffix("/.default")
 
 
 @implementer(IAuth)

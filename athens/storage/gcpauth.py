@@ -75,12 +75,12 @@ def parse_key(data: bytes) -> GoogleKey:
 
     def field(name: str, default: str | None = None) -> str:
         value = doc.get(name, default)
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str) or not (value or default is not None):
             raise ValueError(f"no {name}")
         return value
 
     kind = doc.get("type")
-    token_uri = field("token_uri", TOKEN_URI)
+    token_uri = field("token_uri", TOKEN_URI) or TOKEN_URI
     if not token_uri.startswith(("https://", "http://")):
         raise ValueError(f"token_uri {token_uri[:80]!r} is not an http(s) URL")
     if kind == "service_account":

@@ -14,6 +14,7 @@ within limits, and error details are cut short before they reach a message.
 from __future__ import annotations
 
 import collections
+import json
 from typing import Any, AsyncIterator
 
 import attrs
@@ -153,7 +154,11 @@ class StoreHTTP:
             delay = min(delay * 2, self.backoff.cap)
 
     async def detail(self, response: IResponse) -> str:
-        """What an error answer says (its error code header or the start of its body), cut short."""
+        """
+        What an error answer says, cut short: Azure's error code header,
+        Google's ``error.message`` or OAuth's ``error``/``error_description``,
+        else the start of the body.
+        """
         code = response.headers.getRawHeaders("x-ms-error-code", [""])[0]
         try:
             body = await self.read(response, 4096, truncate=True)
@@ -161,6 +166,17 @@ class StoreHTTP:
             body = b""
         if code:
             return _short(code)
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict):
+            error = doc.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                return _short(error["message"])
+            words = [doc.get(k) for k in ("error", "error_description")]
+            if any(isinstance(w, str) for w in words):
+                return _short(": ".join(w for w in words if isinstance(w, str)))
         text = body.decode("utf-8", "replace")
         return _short(text) or _short(response.phrase.decode("latin-1", "replace"))
 
