@@ -100,6 +100,16 @@ class Config:
     sentinel_endpoints: tuple[str, ...] = ("127.0.0.1:26379",)
     sentinel_master: str = "redis-1"
     sentinel_password: str = attrs.field(default="", repr=False)
+    # -- Google Cloud Storage and Azure Blob (StorageType gcp, azureblob) --
+    gcp_project: str = ""
+    gcp_bucket: str = ""
+    gcp_json_key: str = attrs.field(default="", repr=False)
+    azure_account_name: str = ""
+    azure_account_key: str = attrs.field(default="", repr=False)
+    azure_managed_identity_resource_id: str = ""
+    azure_credential_scope: str = ""
+    azure_container_name: str = ""
+    azure_endpoint: str = ""
 
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
@@ -335,6 +345,21 @@ KEYS: tuple[Key, ...] = (
         _string),
     Key(("SingleFlight", "RedisSentinel", "SentinelPassword"), ("ATHENS_REDIS_SENTINEL_PASSWORD",),
         "sentinel_password", _string),
+    # -- Google Cloud Storage and Azure Blob: Athens' names (ProjectID is accepted and unused, as the bucket
+    # exists already); Storage.AzureBlob.Endpoint / ATHENS_AZURE_ENDPOINT are ours (Athens has no emulator
+    # setting); Athens' TOML decoder ignores case, and its config.dev.toml spells ManagedIdentityResourceId --
+    Key(("Storage", "GCP", "ProjectID"), ("GOOGLE_CLOUD_PROJECT",), "gcp_project", _string),
+    Key(("Storage", "GCP", "Bucket"), ("ATHENS_STORAGE_GCP_BUCKET",), "gcp_bucket", _string),
+    Key(("Storage", "GCP", "JSONKey"), ("ATHENS_STORAGE_GCP_JSON_KEY",), "gcp_json_key", _string),
+    Key(("Storage", "AzureBlob", "AccountName"), ("ATHENS_AZURE_ACCOUNT_NAME",), "azure_account_name", _string),
+    Key(("Storage", "AzureBlob", "AccountKey"), ("ATHENS_AZURE_ACCOUNT_KEY",), "azure_account_key", _string),
+    Key(("Storage", "AzureBlob", "ManagedIdentityResourceId"), (), "azure_managed_identity_resource_id", _string),
+    Key(("Storage", "AzureBlob", "ManagedIdentityResourceID"), ("ATHENS_AZURE_MANAGED_IDENTITY_RESOURCE_ID",),
+        "azure_managed_identity_resource_id", _string),
+    Key(("Storage", "AzureBlob", "CredentialScope"), ("ATHENS_AZURE_CREDENTIAL_SCOPE",), "azure_credential_scope",
+        _string),
+    Key(("Storage", "AzureBlob", "ContainerName"), ("ATHENS_AZURE_CONTAINER_NAME",), "azure_container_name", _string),
+    Key(("Storage", "AzureBlob", "Endpoint"), ("ATHENS_AZURE_ENDPOINT",), "azure_endpoint", _url),
 )
 
 def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:
