@@ -7,7 +7,7 @@ import os
 import pytest
 
 from tests.objectservers import start_azurite, start_fake_gcs
-from tests.servers import start_postgres, start_redis
+from tests.servers import start_postgres, start_redis, start_seaweedfs
 
 # Everything the tests start listens on loopback: an HTTP(S)_PROXY of the machine (even a dead one) must not
 # stand between the tests' own clients (urllib, the go command) and those servers.
@@ -39,6 +39,14 @@ def azurite(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fake_gcs(tmp_path_factory):
     server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server():
+    """One S3-compatible server for the session; each test makes a bucket of its own."""
+    server = start_seaweedfs()
     yield server
     server.stop()
 

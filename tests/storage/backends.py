@@ -18,6 +18,8 @@ from athens.storage.cached import CachedStorage
 from athens.storage.disk import DiskStorage
 from athens.storage.interface import IStorage
 from athens.storage.memory import MemoryStorage
+from athens.storage.memorybucket import MemoryBucket
+from athens.storage.objects import ObjectStorage
 from athens.storage.redis import RedisStorage, connect
 from athens.storage.sql import PostgresStorage
 
@@ -33,6 +35,19 @@ def disk(request: Any, tmp_path: Any) -> Iterator[IStorage]:
 def cached_disk(request: Any, tmp_path: Any) -> Iterator[IStorage]:
     """The LRU the daemon puts in front of every backend must not change what storage answers."""
     yield CachedStorage(DiskStorage(tmp_path / "storage"), time.monotonic)
+
+
+def memory_objects(request: Any, tmp_path: Any) -> Iterator[IStorage]:
+    """Athens' object layout over the in-memory bucket: the object store's rules without a server."""
+    yield ObjectStorage(MemoryBucket())
+
+
+def s3(request: Any, tmp_path: Any) -> Iterator[IStorage]:
+    """Athens' object layout on a real SeaweedFS (signatures checked); a fresh bucket per test."""
+    from tests.storage.buckets import s3_bucket
+
+    for bucket in s3_bucket(request):
+        yield ObjectStorage(bucket)
 
 
 def redis(request: Any, tmp_path: Any) -> Iterator[IStorage]:
@@ -60,6 +75,8 @@ BACKENDS: dict[str, Callable[[Any, Any], Iterator[IStorage]]] = {
     "memory": memory,
     "disk": disk,
     "cached-disk": cached_disk,
+    "memory-objects": memory_objects,
     "redis": redis,
     "postgres": postgres,
+    "s3": s3,
 }

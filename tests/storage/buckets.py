@@ -8,6 +8,7 @@ bucket).  Add a client here and ``test_bucket.py`` runs against it unchanged;
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Callable, Iterator
 
 import pytest_twisted
@@ -46,8 +47,31 @@ def gcs(request: Any, tmp_path: Any) -> Iterator[IBucket]:
     pytest_twisted.blockon(bucket.close())
 
 
+def s3(request: Any, tmp_path: Any) -> Iterator[IBucket]:
+    """A real SeaweedFS checking every signature; a fresh bucket per test."""
+    yield from s3_bucket(request)
+
+
+def s3_bucket(request: Any, **settings: Any) -> Iterator[Any]:
+    from twisted.internet import reactor
+
+    from athens.storage.awscreds import CredentialSettings
+    from athens.storage.s3 import S3Bucket, S3Settings
+    from tests.servers import s3_request
+
+    server = request.getfixturevalue("seaweedfs_server")
+    name = f"t{uuid.uuid4().hex}"
+    assert s3_request(server, "PUT", "/" + name)[0] == 200
+    bucket = S3Bucket.connect(S3Settings(name, endpoint=server.endpoint, path_style=True,
+                                         credentials=CredentialSettings(server.key, server.secret), **settings),
+                              reactor)
+    yield bucket
+    pytest_twisted.blockon(bucket.close())
+
+
 BUCKETS: dict[str, Callable[[Any, Any], Iterator[IBucket]]] = {
     "memory": memory,
     "azureblob": azureblob,
     "gcs": gcs,
+    "s3": s3,
 }
