@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
+from email.utils import parsedate_to_datetime
 import xml.etree.ElementTree as ElementTree
 from typing import Any, AsyncIterable, Mapping
 from urllib.parse import quote, urlencode
@@ -25,7 +26,7 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from athens.storage.azureauth import IMDS, credentials
-from athens.storage.bucket import IBucket, Listing
+from athens.storage.bucket import IBucket, Listing, ObjectExists
 from athens.storage.interface import NotFound, StorageError, StorageUnavailable, rechunk
 from athens.storage.objhttp import Backoff, StoreHTTP, StreamBlob, content_length
 
@@ -132,24 +133,34 @@ class AzureBucket:
 
         return ensureDeferred(open_())
 
-    def put(self, key: str, data: bytes) -> Deferred[None]:
-        return ensureDeferred(self._put(key, bytes(data)))
+    def put(self, key: str, data: bytes, exclusive: bool = False) -> Deferred[None]:
+        return ensureDeferred(self._put(key, bytes(data), exclusive))
 
-    async def _put(self, key: str, data: bytes) -> None:
-        headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"}
-        response = await self._call("PUT", self._url(key), f"put {key}", (201,), headers, data,
-                                    timeout=self.settings.timeout)
+    async def _write(self, url: str, what: str, key: str, headers: dict[str, str], data: bytes,
+                     exclusive: bool) -> None:
+        """Put Blob or Put Block List: ``exclusive`` asks Azure to refuse (409) if the blob exists."""
+        if exclusive:
+            headers = {**headers, "If-None-Match": "*"}
+        response = await self._call("PUT", url, what, (201, 409, 412), headers, data, timeout=self.settings.timeout)
         await self.http.discard(response)
+        if response.code != 201:
+            if exclusive:
+                raise ObjectExists(f"{self.name}: {key}: already there")
+            raise StorageError(f"{self.name}: {what}: unexpected answer {response.code}")
 
-    def upload(self, key: str, chunks: AsyncIterable[bytes]) -> Deferred[int]:
-        return ensureDeferred(self._upload(key, chunks))
+    async def _put(self, key: str, data: bytes, exclusive: bool) -> None:
+        headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"}
+        await self._write(self._url(key), f"put {key}", key, headers, data, exclusive)
 
-    async def _upload(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+    def upload(self, key: str, chunks: AsyncIterable[bytes], exclusive: bool = False) -> Deferred[int]:
+        return ensureDeferred(self._upload(key, chunks, exclusive))
+
+    async def _upload(self, key: str, chunks: AsyncIterable[bytes], exclusive: bool) -> int:
         size = self.settings.block_size
         pieces = rechunk(chunks, size).__aiter__()
         piece = await anext(pieces, None)
         if piece is None or len(piece) < size:  # the whole object is in hand: one request
-            await self._put(key, piece or b"")
+            await self._put(key, piece or b"", exclusive)
             return len(piece or b"")
         upload = uuid.uuid4().hex
         ids: list[str] = []
@@ -165,10 +176,8 @@ class AzureBucket:
             piece = await anext(pieces, None)
         body = ('<?xml version="1.0" encoding="utf-8"?><BlockList>'
                 + "".join(f"<Latest>{block}</Latest>" for block in ids) + "</BlockList>").encode("ascii")
-        response = await self._call("PUT", self._url(key, comp="blocklist"), f"commit {key}", (201,),
-                                    {"x-ms-blob-content-type": "application/octet-stream",
-                                     "Content-Type": "application/xml"}, body, timeout=self.settings.timeout)
-        await self.http.discard(response)
+        headers = {"x-ms-blob-content-type": "application/octet-stream", "Content-Type": "application/xml"}
+        await self._write(self._url(key, comp="blocklist"), f"commit {key}", key, headers, body, exclusive)
         return total
 
     def exists(self, key: str) -> Deferred[bool]:
@@ -219,7 +228,19 @@ def parse_listing(body: bytes, name: str) -> Listing:
         root = ElementTree.fromstring(body)  # expat >= 2.4.1 refuses entity expansion bombs
     except ElementTree.ParseError:
         raise StorageError(f"{name}: the blob listing is not XML") from None
-    blobs = root.find("Blobs")
-    keys = [n.text or "" for n in blobs.iterfind("Blob/Name")] if blobs is not None else []
-    prefixes = [n.text or "" for n in blobs.iterfind("BlobPrefix/Name")] if blobs is not None else []
-    return Listing(keys, prefixes, root.findtext("NextMarker") or "")
+    keys: list[str] = []
+    modified: dict[str, float] = {}
+    for blob in root.iterfind("Blobs/Blob"):
+        key = blob.findtext("Name") or ""
+        keys.append(key)
+        modified[key] = _http_date(blob.findtext("Properties/Last-Modified") or "")
+    prefixes = [n.text or "" for n in root.iterfind("Blobs/BlobPrefix/Name")]
+    return Listing(keys, prefixes, root.findtext("NextMarker") or "", modified)
+
+
+def _http_date(text: str) -> float:
+    """An RFC 1123 date (``Wed, 25 Nov 2026 12:57:58 GMT``) as epoch seconds; 0 if it is not one."""
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError):
+        return 0.0

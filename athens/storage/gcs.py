@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from typing import Any, AsyncIterable, Mapping
 from urllib.parse import quote, urlencode
 
@@ -23,7 +24,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from athens.storage.bucket import IBucket, Listing
+from athens.storage.bucket import IBucket, Listing, ObjectExists
 from athens.storage.gcpauth import (
     METADATA_HOST,
     Anonymous,
@@ -130,26 +131,35 @@ class GCSBucket:
 
         return ensureDeferred(open_())
 
-    def put(self, key: str, data: bytes) -> Deferred[None]:
-        return ensureDeferred(self._put(key, bytes(data)))
+    def _upload_url(self, key: str, kind: str, exclusive: bool) -> str:
+        """``exclusive``: ``ifGenerationMatch=0``, the object must not exist when the upload completes."""
+        query = {"uploadType": kind, "name": key, **({"ifGenerationMatch": "0"} if exclusive else {})}
+        return f"{self.upload_url}?{urlencode(query)}"
 
-    async def _put(self, key: str, data: bytes) -> None:
-        url = f"{self.upload_url}?{urlencode({'uploadType': 'media', 'name': key})}"
-        response = await self._call("POST", url, f"put {key}", (200,), {"Content-Type": "application/octet-stream"},
-                                    data, timeout=self.settings.timeout)
+    def _check_written(self, response: IResponse, key: str) -> None:
+        if response.code == 412:
+            raise ObjectExists(f"{self.name}: {key}: already there")
+
+    def put(self, key: str, data: bytes, exclusive: bool = False) -> Deferred[None]:
+        return ensureDeferred(self._put(key, bytes(data), exclusive))
+
+    async def _put(self, key: str, data: bytes, exclusive: bool) -> None:
+        response = await self._call("POST", self._upload_url(key, "media", exclusive), f"put {key}", (200, 412),
+                                    {"Content-Type": "application/octet-stream"}, data, timeout=self.settings.timeout)
         await self.http.discard(response)
+        self._check_written(response, key)
 
-    def upload(self, key: str, chunks: AsyncIterable[bytes]) -> Deferred[int]:
-        return ensureDeferred(self._upload(key, chunks))
+    def upload(self, key: str, chunks: AsyncIterable[bytes], exclusive: bool = False) -> Deferred[int]:
+        return ensureDeferred(self._upload(key, chunks, exclusive))
 
-    async def _upload(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+    async def _upload(self, key: str, chunks: AsyncIterable[bytes], exclusive: bool) -> int:
         size = self.settings.chunk_size
         pieces = rechunk(chunks, size).__aiter__()
         piece = await anext(pieces, None)
         if piece is None or len(piece) < size:  # the whole object is in hand: one request
-            await self._put(key, piece or b"")
+            await self._put(key, piece or b"", exclusive)
             return len(piece or b"")
-        session = await self._start_session(key)
+        session = await self._start_session(key, exclusive)
         try:
             offset = 0
             while piece is not None and len(piece) == size:
@@ -163,8 +173,8 @@ class GCSBucket:
             await self._cancel(session, key)
             raise
 
-    async def _start_session(self, key: str) -> str:
-        url = f"{self.upload_url}?{urlencode({'uploadType': 'resumable', 'name': key})}"
+    async def _start_session(self, key: str, exclusive: bool) -> str:
+        url = self._upload_url(key, "resumable", exclusive)
         response = await self._call("POST", url, f"start an upload of {key}", (200, 201),
                                     {"X-Upload-Content-Type": "application/octet-stream"}, b"")
         await self.http.discard(response)
@@ -184,9 +194,10 @@ class GCSBucket:
             span = f"bytes {offset}-{end}" if piece else "bytes *"
             headers = {"Content-Range": f"{span}/{'*' if total is None else total}"}
             what = f"upload {key} at {offset}"
-            response = await self._call("PUT", session, what, (200, 201, 308), headers, piece,
+            response = await self._call("PUT", session, what, (200, 201, 308, 412), headers, piece,
                                         timeout=self.settings.timeout)
             await self.http.discard(response)
+            self._check_written(response, key)
             if response.code != 308:
                 if total is None:
                     raise StorageError(f"{self.name}: {what}: the store finished the object before its end")
@@ -228,7 +239,7 @@ class GCSBucket:
         return ensureDeferred(self._list(prefix, delimiter, token, limit))
 
     async def _list(self, prefix: str, delimiter: str, token: str, limit: int) -> Listing:
-        query = {"maxResults": str(max(1, min(limit, 1000))), "fields": "items(name),prefixes,nextPageToken"}
+        query = {"maxResults": str(max(1, min(limit, 1000))), "fields": "items(name,updated),prefixes,nextPageToken"}
         for name, value in (("prefix", prefix), ("delimiter", delimiter), ("pageToken", token)):
             if value:
                 query[name] = value
@@ -269,7 +280,22 @@ def parse_listing(body: bytes, name: str) -> Listing:
     token = doc.get("nextPageToken") or ""
     if not isinstance(items, list) or not isinstance(prefixes, list) or not isinstance(token, str):
         raise StorageError(f"{name}: the object listing has the wrong shape")
-    keys = [item.get("name") for item in items if isinstance(item, dict)]
-    if not all(isinstance(k, str) for k in keys) or not all(isinstance(p, str) for p in prefixes):
-        raise StorageError(f"{name}: the object listing has names that are not strings")
-    return Listing(keys, sorted(prefixes), token)
+    keys: list[str] = []
+    modified: dict[str, float] = {}
+    for item in items:
+        key = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(key, str):
+            raise StorageError(f"{name}: the object listing has a name that is not a string")
+        keys.append(key)
+        modified[key] = _rfc3339(item.get("updated"))
+    if not all(isinstance(p, str) for p in prefixes):
+        raise StorageError(f"{name}: the object listing has prefixes that are not strings")
+    return Listing(keys, sorted(prefixes), token, modified)
+
+
+def _rfc3339(value: object) -> float:
+    """GCS's ``updated`` (``2026-11-25T12:57:58.123Z``) as epoch seconds; 0 if it is not one."""
+    try:
+        return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else 0.0
+    except ValueError:
+        return 0.0
