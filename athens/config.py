@@ -20,10 +20,10 @@ import attrs
 from athens.athenskeys import ENV_VARS as ATHENS_ENV_VARS
 from athens.athenskeys import is_athens_key
 
-STORAGE_TYPES = ("memory", "disk", "redis", "postgres")
+STORAGE_TYPES = ("memory", "disk", "redis", "postgres", "gcp", "azureblob")
 SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel")
 #: Athens storage types this proxy does not implement: named so the error can say so.
-ATHENS_ONLY_STORAGE = ("mongo", "s3", "gcp", "minio", "azureblob", "external")
+ATHENS_ONLY_STORAGE = ("mongo", "s3", "minio", "external")
 LOG_LEVELS = {
     "trace": "debug",
     "debug": "debug",

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
@@ -29,6 +30,8 @@ from athens.storage.azureauth import IMDS, credentials
 from athens.storage.bucket import IBucket, Listing, ObjectExists
 from athens.storage.interface import NotFound, StorageError, StorageUnavailable, rechunk
 from athens.storage.objhttp import Backoff, StoreHTTP, StreamBlob, content_length
+
+log = Logger()
 
 #: The service version every request asks for (Azurite 3.37 knows it).
 API_VERSION = "2023-11-03"
@@ -138,15 +141,24 @@ class AzureBucket:
 
     async def _write(self, url: str, what: str, key: str, headers: dict[str, str], data: bytes,
                      exclusive: bool) -> None:
-        """Put Blob or Put Block List: ``exclusive`` asks Azure to refuse (409) if the blob exists."""
+        """
+        Put Blob or Put Block List.  ``exclusive`` asks Azure to refuse if a
+        blob is there (409 BlobAlreadyExists, or 412).  A commit whose blocks
+        another writer's commit discarded meanwhile (400 InvalidBlockList)
+        lost the race the same way.
+        """
         if exclusive:
             headers = {**headers, "If-None-Match": "*"}
-        response = await self._call("PUT", url, what, (201, 409, 412), headers, data, timeout=self.settings.timeout)
-        await self.http.discard(response)
-        if response.code != 201:
-            if exclusive:
-                raise ObjectExists(f"{self.name}: {key}: already there")
-            raise StorageError(f"{self.name}: {what}: unexpected answer {response.code}")
+        response = await self._call("PUT", url, what, (201, 400, 409, 412), headers, data,
+                                    timeout=self.settings.timeout)
+        if response.code == 201:
+            await self.http.discard(response)
+            return
+        detail = await self.http.detail(response)
+        lost = response.code in (409, 412) or (detail == "InvalidBlockList" and await self.exists(key))
+        if exclusive and lost:
+            raise ObjectExists(f"{self.name}: {key}: already there")
+        raise StorageError(f"{self.name}: {what}: unexpected answer {response.code} {detail}")
 
     async def _put(self, key: str, data: bytes, exclusive: bool) -> None:
         headers = {"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"}
@@ -165,20 +177,41 @@ class AzureBucket:
         upload = uuid.uuid4().hex
         ids: list[str] = []
         total = 0
-        while piece is not None:
-            block = _block_id(upload, len(ids))
-            response = await self._call("PUT", self._url(key, comp="block", blockid=block),
-                                        f"put block {len(ids)} of {key}", (201,), data=piece,
-                                        timeout=self.settings.timeout)
-            await self.http.discard(response)
-            ids.append(block)
-            total += len(piece)
-            piece = await anext(pieces, None)
+        try:
+            while piece is not None:
+                block = _block_id(upload, len(ids))
+                response = await self._call("PUT", self._url(key, comp="block", blockid=block),
+                                            f"put block {len(ids)} of {key}", (201,), data=piece,
+                                            timeout=self.settings.timeout)
+                await self.http.discard(response)
+                ids.append(block)
+                total += len(piece)
+                piece = await anext(pieces, None)
+        except BaseException:
+            await self._drop_blocks(key)
+            raise
         body = ('<?xml version="1.0" encoding="utf-8"?><BlockList>'
                 + "".join(f"<Latest>{block}</Latest>" for block in ids) + "</BlockList>").encode("ascii")
         headers = {"x-ms-blob-content-type": "application/octet-stream", "Content-Type": "application/xml"}
         await self._write(self._url(key, comp="blocklist"), f"commit {key}", key, headers, body, exclusive)
         return total
+
+    async def _drop_blocks(self, key: str) -> None:
+        """
+        Discard the blocks of an upload that will never be committed, as
+        Azure's own advice has it (Delete Blob), but only where no committed
+        blob is there to lose.  Left alone they are invisible and expire
+        within a week; dropped, an exclusive write of the key can go ahead at
+        once (Azurite, unlike Azure's documentation of ``If-None-Match: *``,
+        counts a blob of uncommitted blocks as existing).
+        """
+        try:
+            if not await self.exists(key):
+                response = await self._call("DELETE", self._url(key), f"drop the blocks of {key}", (202, 404))
+                await self.http.discard(response)
+        except StorageError as e:
+            log.warn("azureblob: {key}: the blocks of a failed upload stay until Azure expires them: {error}",
+                     key=key, error=str(e))
 
     def exists(self, key: str) -> Deferred[bool]:
         async def exists() -> bool:

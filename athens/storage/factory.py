@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from athens.config import Config, ConfigError
+from athens.storage.bucket import IBucket
 from athens.storage.interface import IStorage
 
 
@@ -42,4 +43,21 @@ def open_storage(config: Config, reactor: Any = None) -> IStorage:
         if reactor is None:
             from twisted.internet import reactor
         return PostgresStorage.connect(config.postgres_url, reactor, config.postgres_max_connections)
+    if config.storage_type == "gcp":
+        from athens.storage.gcs import GCSBucket, GCSSettings
+
+        return _objects(lambda r: GCSBucket(GCSSettings.from_config(config), r), reactor)
+    if config.storage_type == "azureblob":
+        from athens.storage.azure import AzureBucket, AzureSettings
+
+        return _objects(lambda r: AzureBucket(AzureSettings.from_config(config), r), reactor)
     raise ConfigError(f"StorageType: {config.storage_type!r} is not supported")
+
+
+def _objects(bucket: Callable[[Any], IBucket], reactor: Any) -> IStorage:
+    """Athens' object layout (``<module>/@v/<version>.info``...) on a bucket client."""
+    from athens.storage.objects import ObjectStorage
+
+    if reactor is None:
+        from twisted.internet import reactor
+    return ObjectStorage(bucket(reactor), reactor=reactor)
