@@ -51,10 +51,11 @@ def s3(request: Any, tmp_path: Any) -> Iterator[IStorage]:
 
 
 def gcs(request: Any, tmp_path: Any) -> Iterator[IStorage]:
-    """Athens' object layout on fake-gcs-server; a fresh bucket per test."""
+    """Athens' object layout on fake-gcs-server; a fresh bucket per test, uploads in the default 8 MiB pieces."""
+    from athens.storage.gcs import GCSSettings
     from tests.storage.buckets import gcs as gcs_bucket
 
-    for bucket in gcs_bucket(request, tmp_path):
+    for bucket in gcs_bucket(request, tmp_path, GCSSettings("-").chunk_size):
         yield ObjectStorage(bucket)
 
 

@@ -36,12 +36,15 @@ def azureblob(request: Any, tmp_path: Any) -> Iterator[IBucket]:
     pytest_twisted.blockon(bucket.close())
 
 
-def gcs(request: Any, tmp_path: Any) -> Iterator[IBucket]:
-    """fake-gcs-server, a bucket of its own per test; the smallest pieces so that uploads take many."""
+def gcs(request: Any, tmp_path: Any, chunk_size: int = 1 << 20) -> Iterator[IBucket]:
+    """
+    fake-gcs-server, a bucket of its own per test; small pieces so that uploads take many.  (The
+    emulator copies the whole session at every piece, so large objects use the default size.)
+    """
     from twisted.internet import reactor
 
     server = request.getfixturevalue("fake_gcs")
-    settings = GCSSettings(server.create_bucket(), emulator=server.endpoint, timeout=30, chunk_size=1 << 20)
+    settings = GCSSettings(server.create_bucket(), emulator=server.endpoint, timeout=30, chunk_size=chunk_size)
     bucket = GCSBucket(settings, reactor)
     yield bucket
     pytest_twisted.blockon(bucket.close())
