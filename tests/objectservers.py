@@ -14,8 +14,10 @@ import http.client
 import json
 import shutil
 import subprocess
+import urllib.parse
 import urllib.request
 import uuid
+import xml.etree.ElementTree as ElementTree
 from email.utils import formatdate
 from pathlib import Path
 
@@ -48,22 +50,37 @@ class Azurite:
         """The account's blob endpoint, path-style as the emulator serves it."""
         return f"http://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}"
 
-    def create_container(self, name: str | None = None) -> str:
-        """A new empty container (Create Container, signed with the account key)."""
-        name = name or f"t{uuid.uuid4().hex}"
-        url = f"{self.endpoint}/{name}?restype=container"
-        headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2023-11-03", "Content-Length": "0"}
-        text = string_to_sign(AZURITE_ACCOUNT, "PUT", url, headers)
+    def request(self, method: str, path: str) -> tuple[int, bytes]:
+        """A request signed with the account key; ``path`` after the account (``/container?restype=...``)."""
+        url = f"{self.endpoint}{path}"
+        headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2023-11-03"}
+        if method == "PUT":
+            headers["Content-Length"] = "0"
+        text = string_to_sign(AZURITE_ACCOUNT, method, url, headers)
         signature = base64.b64encode(hmac.new(base64.b64decode(AZURITE_KEY), text.encode(), hashlib.sha256).digest())
         headers["Authorization"] = f"SharedKey {AZURITE_ACCOUNT}:{signature.decode()}"
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            connection.request("PUT", url.removeprefix(f"http://127.0.0.1:{self.port}"), b"", headers)
+            connection.request(method, url.removeprefix(f"http://127.0.0.1:{self.port}"),
+                               b"" if method == "PUT" else None, headers)
             response = connection.getresponse()
-            assert response.status == 201, (response.status, response.read())
+            return response.status, response.read()
         finally:
             connection.close()
+
+    def create_container(self, name: str | None = None) -> str:
+        """A new empty container."""
+        name = name or f"t{uuid.uuid4().hex}"
+        status, body = self.request("PUT", f"/{name}?restype=container")
+        assert status == 201, (status, body)
         return name
+
+    def names(self, container: str, prefix: str = "") -> list[str]:
+        """The blobs of a container (one page is plenty in a test)."""
+        query = urllib.parse.urlencode({"restype": "container", "comp": "list", "prefix": prefix})
+        status, body = self.request("GET", f"/{container}?{query}")
+        assert status == 200, (status, body)
+        return [n.text or "" for n in ElementTree.fromstring(body).iterfind("Blobs/Blob/Name")]
 
     def stop(self) -> None:
         _terminate(self.process)
@@ -105,6 +122,11 @@ class FakeGCS:
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
         return name
+
+    def names(self, bucket: str, prefix: str = "") -> list[str]:
+        query = urllib.parse.urlencode({"prefix": prefix})
+        with urllib.request.urlopen(f"{self.endpoint}/storage/v1/b/{bucket}/o?{query}", timeout=30) as response:
+            return [item["name"] for item in json.load(response).get("items", [])]
 
     def stop(self) -> None:
         _terminate(self.process)

@@ -99,7 +99,7 @@ class GCSSettings:
 class GCSBucket:
     """One bucket."""
 
-    name = "gcs"
+    name = "gcp"  # Athens' StorageType: what /version and /readyz say
 
     def __init__(self, settings: GCSSettings, reactor: Any, pool: HTTPConnectionPool | None = None) -> None:
         self.settings = settings
@@ -217,7 +217,7 @@ class GCSBucket:
             response = await self._call("DELETE", session, f"cancel the upload of {key}", (CANCELLED, 200, 204, 404))
             await self.http.discard(response)
         except StorageError as e:
-            log.warn("gcs: {key}: the upload session could not be cancelled (it expires within a week): {error}",
+            log.warn("gcp: {key}: the upload session could not be cancelled (it expires within a week): {error}",
                      key=key, error=str(e))
 
     def exists(self, key: str) -> Deferred[bool]:

@@ -98,7 +98,7 @@ def _gcs(endpoint: str, deadline: float = 30) -> GCSBucket:
 async def test_an_unreachable_store_is_unavailable_at_once_with_the_reason():
     bucket = _gcs(f"http://127.0.0.1:{free_port()}")
     try:
-        with pytest.raises(StorageUnavailable, match=r"gcs: bucket metadata: cannot connect"):
+        with pytest.raises(StorageUnavailable, match=r"gcp: bucket metadata: cannot connect"):
             await bucket.ping()
     finally:
         await bucket.close()
