@@ -81,6 +81,11 @@ class Config:
     basic_auth_user: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    force_ssl: bool = False
+    #: ``prometheus`` serves ``/metrics``; empty turns it off (Athens' names).
+    stats_exporter: str = "prometheus"
+    #: Requests to upstream proxies in flight at once, per upstream (Athens: protocol operations at once).
+    protocol_workers: int = 30
     basic_auth_pass: str = attrs.field(default="", repr=False)
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
@@ -100,6 +105,7 @@ class Config:
     sentinel_endpoints: tuple[str, ...] = ("127.0.0.1:26379",)
     sentinel_master: str = "redis-1"
     sentinel_password: str = attrs.field(default="", repr=False)
+    sentinel_db: int = 0
     # -- Google Cloud Storage and Azure Blob (StorageType gcp, azureblob) --
     gcp_project: str = ""
     gcp_bucket: str = ""
@@ -152,8 +158,12 @@ def _positive_int(key: str, raw: Any) -> int:
     except (TypeError, ValueError):
         value = None
     if value is None or value <= 0:
-        raise ConfigError(f"{key}: expected a positive whole number of seconds, got {raw!r}")
+        raise ConfigError(f"{key}: expected a positive whole number, got {raw!r}")
     return value
+
+
+def _non_negative_int(key: str, raw: Any) -> int:
+    return 0 if raw in (0, "0") else _positive_int(key, raw)
 
 
 def _port(key: str, raw: Any) -> str:
@@ -235,6 +245,13 @@ def _bool(key: str, raw: Any) -> bool:
     if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
         return raw.strip().lower() in ("true", "1", "yes")
     raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+
+
+def _stats_exporter(key: str, raw: Any) -> str:
+    value = _string(key, raw)
+    if value not in ("prometheus", ""):
+        raise ConfigError(f"{key}: {value!r} is not supported here: \"prometheus\" (/metrics) or \"\" (off)")
+    return value
 
 
 def _redirect_code(key: str, raw: Any) -> int:
@@ -320,6 +337,9 @@ KEYS: tuple[Key, ...] = (
     Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),
     Key(("TLSCertFile",), ("ATHENS_TLSCERT_FILE",), "tls_cert_file", _path),
     Key(("TLSKeyFile",), ("ATHENS_TLSKEY_FILE",), "tls_key_file", _path),
+    Key(("ForceSSL",), ("PROXY_FORCE_SSL",), "force_ssl", _bool),
+    Key(("StatsExporter",), ("ATHENS_STATS_EXPORTER",), "stats_exporter", _stats_exporter),
+    Key(("ProtocolWorkers",), ("ATHENS_PROTOCOL_WORKERS",), "protocol_workers", _positive_int),
     Key(("BasicAuthPass",), ("BASIC_AUTH_PASS",), "basic_auth_pass", _string),
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
@@ -333,6 +353,13 @@ KEYS: tuple[Key, ...] = (
         "postgres_max_connections", _positive_int),
     Key(("SingleFlightType",), ("ATHENS_SINGLE_FLIGHT_TYPE",), "single_flight_type", _choice(SINGLE_FLIGHT_TYPES)),
     Key(("SingleFlight", "Redis", "Endpoint"), ("ATHENS_REDIS_ENDPOINT",), "redis_endpoint", _string),
+    # Athens reads these for Sentinel under [SingleFlight.RedisSentinel], from the same variables as Redis
+    # (before the Redis keys here, so that a variable still wins over the file).
+    Key(("SingleFlight", "RedisSentinel", "RedisPassword"), (), "redis_password", _string),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "TTL"), (), "lock_ttl", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "Timeout"), (), "lock_timeout", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "MaxRetries"), (), "lock_max_retries", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "DB"), ("ATHENS_REDIS_SENTINEL_DB",), "sentinel_db", _non_negative_int),
     Key(("SingleFlight", "Redis", "Password"), ("ATHENS_REDIS_PASSWORD",), "redis_password", _string),
     Key(("SingleFlight", "Redis", "LockConfig", "TTL"), ("ATHENS_REDIS_LOCK_TTL",), "lock_ttl", _positive_int),
     Key(("SingleFlight", "Redis", "LockConfig", "Timeout"), ("ATHENS_REDIS_LOCK_TIMEOUT",), "lock_timeout",

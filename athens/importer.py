@@ -4,7 +4,9 @@ Import a Go module download cache into storage: how an air-gapped site seeds its
 ``$GOMODCACHE/cache/download/<escaped module>/@v/<escaped version>.{info,mod,zip}``
 is the layout the go command fills.  Every version is checked (path,
 version, ``.info``, zip rules, and the ``.ziphash`` the go command recorded)
-before it is saved; a bad one is skipped with its reason.
+before it is saved; a bad one is skipped with its reason.  Versions the go
+command fetched only go.mod of (much of a module graph) are stored
+go.mod-only: a seeded cache then serves ``go mod tidy`` and builds offline.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from typing import Callable, Iterator
 import attrs
 from twisted.internet.threads import deferToThread
 
-from athens.modzip import InvalidZip, check_zip
+from athens.modzip import MAX_GO_MOD, InvalidZip, check_zip
 from athens.module import InvalidInput, ModuleVersion, check_path, check_version, unescape
 from athens.storage.disk import FileBlob
-from athens.storage.interface import IStorage
+from athens.storage.interface import IStorage, ModChanged
 
 
 @attrs.frozen
@@ -38,15 +40,17 @@ class Candidate:
 @attrs.define
 class Report:
     imported: list[ModuleVersion] = attrs.field(factory=list)
+    #: Versions stored go.mod-only (the cache has no zip of them).
+    mod_only: list[ModuleVersion] = attrs.field(factory=list)
     present: list[ModuleVersion] = attrs.field(factory=list)
     #: (what, reason): versions refused as invalid.
     refused: list[tuple[str, str]] = attrs.field(factory=list)
-    #: Versions the cache holds only partly (go fetched just go.mod for MVS, say).
+    #: Versions the cache holds too little of to store anything (a .info alone, say).
     incomplete: Counter[str] = attrs.field(factory=Counter)
 
     def summary(self) -> str:
         lines = [
-            f"imported {len(self.imported)}, already stored {len(self.present)}, "
+            f"imported {len(self.imported)}, go.mod only {len(self.mod_only)}, already stored {len(self.present)}, "
             f"refused {len(self.refused)}, incomplete in the cache {sum(self.incomplete.values())}"
         ]
         lines += [f"  refused {what}: {why}" for what, why in self.refused]
@@ -63,7 +67,7 @@ def download_dir(cache: str) -> str:
 
 
 def scan(root: str) -> Iterator[Candidate]:
-    """Every ``.info`` under ``root``, in a stable order. ``sumdb`` and lock files are skipped."""
+    """Every version with a ``.info`` or a ``.mod`` under ``root``, in a stable order. ``sumdb`` is skipped."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         if os.path.basename(dirpath) != "@v":
@@ -72,9 +76,9 @@ def scan(root: str) -> Iterator[Candidate]:
             continue
         dirnames[:] = []
         module = os.path.relpath(os.path.dirname(dirpath), root).replace(os.sep, "/")
-        for name in sorted(filenames):
-            if name.endswith(".info"):
-                yield Candidate(module, name[: -len(".info")], dirpath)
+        versions = {name.rsplit(".", 1)[0] for name in filenames if name.endswith((".info", ".mod"))}
+        for version in sorted(versions):
+            yield Candidate(module, version, dirpath)
 
 
 class Refused(Exception):
@@ -85,7 +89,31 @@ class Incomplete(Exception):
     pass
 
 
-def _prepare(c: Candidate) -> tuple[ModuleVersion, bytes, bytes]:
+@attrs.frozen
+class Prepared:
+    """A checked version; ``zip`` is None for a go.mod-only one."""
+
+    mv: ModuleVersion
+    info: bytes | None
+    mod: bytes
+    zip: str | None
+
+
+def _read_info(c: Candidate, version: str) -> bytes | None:
+    if not os.path.isfile(c.file("info")):
+        return None
+    with open(c.file("info"), "rb") as f:
+        info = f.read(1 << 20)
+    try:
+        meta = json.loads(info)
+    except ValueError:
+        raise Refused("the .info file is not JSON") from None
+    if not isinstance(meta, dict) or meta.get("Version") != version or not isinstance(meta.get("Time", ""), str):
+        raise Refused(f"the .info file does not describe {version}")
+    return info
+
+
+def _prepare(c: Candidate) -> Prepared:
     """Validate one candidate (blocking: runs in a thread)."""
     try:
         module = unescape(c.escaped_module, "path")
@@ -94,19 +122,22 @@ def _prepare(c: Candidate) -> tuple[ModuleVersion, bytes, bytes]:
         check_version(module, version)
     except InvalidInput as e:
         raise Refused(str(e)) from None
-    for ext in ("mod", "zip"):
-        if not os.path.isfile(c.file(ext)):
-            raise Incomplete(f".{ext}")
-    with open(c.file("info"), "rb") as f:
-        info = f.read(1 << 20)
+    if not os.path.isfile(c.file("mod")):
+        raise Incomplete(".mod")
     with open(c.file("mod"), "rb") as f:
-        mod = f.read()
+        mod = f.read(MAX_GO_MOD + 1)
+    if len(mod) > MAX_GO_MOD:
+        raise Refused(f"the .mod file is over {MAX_GO_MOD} bytes")
     try:
-        meta = json.loads(info)
-    except ValueError:
-        raise Refused("the .info file is not JSON") from None
-    if not isinstance(meta, dict) or meta.get("Version") != version or not isinstance(meta.get("Time", ""), str):
-        raise Refused(f"the .info file does not describe {version}")
+        mod.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused("the .mod file is not UTF-8") from None
+    info = _read_info(c, version)
+    mv = ModuleVersion(module, version)
+    if not os.path.isfile(c.file("zip")):
+        return Prepared(mv, info, mod, None)
+    if info is None:
+        raise Incomplete(".info")
     try:
         h1 = check_zip(c.file("zip"), module, version, mod)
     except InvalidZip as e:
@@ -117,7 +148,7 @@ def _prepare(c: Candidate) -> tuple[ModuleVersion, bytes, bytes]:
             recorded = f.read().strip()
         if recorded != h1:
             raise Refused(f"zip hash {h1} differs from the recorded {recorded}")
-    return ModuleVersion(module, version), info, mod
+    return Prepared(mv, info, mod, c.file("zip"))
 
 
 async def import_cache(
@@ -132,19 +163,27 @@ async def import_cache(
         what = f"{c.escaped_module}@{c.escaped_version}"
         progress(done, len(candidates), report, what)
         try:
-            mv, info, mod = await deferToThread(_prepare, c)
+            p = await deferToThread(_prepare, c)
         except Refused as e:
             report.refused.append((what, str(e)))
             continue
         except Incomplete as e:
             report.incomplete[str(e)] += 1
             continue
-        f = await deferToThread(open, c.file("zip"), "rb")
+        if p.zip is None:
+            stored = await storage.save_mod(p.mv.path, p.mv.version, p.mod, p.info)
+            (report.mod_only if stored else report.present).append(p.mv)
+            continue
+        assert p.info is not None
+        f = await deferToThread(open, p.zip, "rb")
         blob = FileBlob(f, os.fstat(f.fileno()).st_size)
         try:
-            stored = await storage.save(mv.path, mv.version, info, mod, blob.chunks())
+            stored = await storage.save(p.mv.path, p.mv.version, p.info, p.mod, blob.chunks())
+        except ModChanged as e:
+            report.refused.append((what, str(e)))
+            continue
         finally:
             blob.close()
-        (report.imported if stored else report.present).append(mv)
+        (report.imported if stored else report.present).append(p.mv)
     progress(len(candidates), len(candidates), report, "")
     return report

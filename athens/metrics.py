@@ -45,6 +45,8 @@ class Metrics:
     fetches_in_flight: Any = None
     bytes_served: Any = None
     storage_errors: Any = None
+    #: ``StatsExporter = "prometheus"`` (Athens' default); off: ``/metrics`` answers 404.
+    exported: bool = True
     #: Counts from the hit path, added to the counters in one go (a labelled inc costs a hit too much).
     _tally: dict[tuple[str, int], list[int]] = attrs.field(factory=dict)
     _hits: int = 0

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import ensureDeferred
+from twisted.logger import Logger
 
 from athens.fetch.chain import small_of
 from athens.fetch.interface import IFetcher, OriginError
@@ -22,6 +23,8 @@ from athens.singleflight import SingleFlight
 from athens.stash import Stash
 
 NETWORK_MODES = ("strict", "offline", "fallback")
+
+log = Logger()
 
 
 @attrs.define
@@ -63,6 +66,14 @@ class Origin:
 
     async def _small(self, module: str, version: str, kind: str) -> bytes:
         data = await small_of(self.fetcher, module, version, kind)
-        if kind == "mod" and self.stash.verifier is not None:
-            await self.stash.verifier.verify_mod(module, version, data)
+        if kind == "mod":
+            if self.stash.verifier is not None:
+                await self.stash.verifier.verify_mod(module, version, data)
+            self._keep_mod(module, version, data)
         return data
+
+    def _keep_mod(self, module: str, version: str, mod: bytes) -> None:
+        """Store it go.mod-only, off the answer's path: every worker and node, and a restart, then have it."""
+        d = self.stash.storage.save_mod(module, version, mod, None)
+        d.addErrback(lambda f: log.warn("could not keep the go.mod of {what}: {error}", what=f"{module}@{version}",
+                                        error=f.getErrorMessage()))

@@ -12,10 +12,11 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredSemaphore, TimeoutError, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.components import Componentized
 
 from athens import __version__
-from athens.config import Config, ConfigError
+from athens.config import Config, ConfigError, port_to_endpoint
 from athens.fetch.credentials import prepare_home
 from athens.fetch.checksums import ChecksumVerifier, verifier_key
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
@@ -36,6 +37,7 @@ from athens.web.accesslog import AccessLog
 from athens.web.answers import LIST_REPLAY
 from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
+from athens.web.reloadtls import ReloadableTLS, TLSFilesError
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 from athens.web.validator import ValidatorHook
 from athens.workers import AdoptedPort, WorkerSupervisor
@@ -77,7 +79,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
     def upstream(url: str) -> UpstreamFetcher:
         return UpstreamFetcher(url, reactor, pool, timeout=min(config.timeout, 60), pace=Pace(deadline=config.timeout),
                                work_dir=config.go_get_dir,
-                               slots=DeferredSemaphore(config.go_get_workers * 4))
+                               slots=DeferredSemaphore(config.protocol_workers))
 
     try:
         chain = go if goproxy.strip() == "direct" else ChainFetcher(parse_goproxy(goproxy, upstream, lambda: go))
@@ -104,7 +106,7 @@ def build_lock(config: Config, reactor: Any) -> RedisLock | None:
         return None
     if config.single_flight_type == "redis-sentinel":
         redis = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
-                                 config.redis_password, config.lock_timeout)
+                                 config.redis_password, config.lock_timeout, config.sentinel_db)
     else:
         try:
             redis = connect_redis(config.redis_endpoint, config.redis_password, timeout=config.lock_timeout)
@@ -140,7 +142,7 @@ class AthensService(MultiService):
         self.storage = storage
         self.endpoint = endpoint
         self.reactor = reactor
-        self.metrics = Metrics()
+        self.metrics = Metrics(exported=config.stats_exporter == "prometheus")
         self.origin = origin if origin is not None else build_origin(config, storage, reactor, self.metrics)
         tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
@@ -157,12 +159,23 @@ class AthensService(MultiService):
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
-                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl))
+                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl)
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
         self._deletions: str | None = None
+        self.tls: ReloadableTLS | None = None
         # ``adopt``: (descriptor, family) of a socket shared by several worker processes.
-        self.listener = strports.service(endpoint, self.site) if adopt is None else AdoptedPort(*adopt, self.site, reactor)
+        if adopt is not None:
+            self.listener = AdoptedPort(*adopt, self.site, reactor)
+        elif config.tls_cert_file and config.tls_key_file and endpoint == config.listen_endpoint():
+            try:  # TLS from the configuration's files: read again on SIGHUP
+                self.tls = ReloadableTLS(config.tls_cert_file, config.tls_key_file)
+            except TLSFilesError as e:
+                raise ConfigError(f"TLSCertFile, TLSKeyFile: {e}") from None
+            self.listener = strports.service(port_to_endpoint(config.port),
+                                             TLSMemoryBIOFactory(self.tls, False, self.site))
+        else:
+            self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 
     async def _tick(self) -> None:
@@ -195,6 +208,8 @@ class AthensService(MultiService):
     def startService(self) -> None:
         super().startService()
         self.flushing.start(1.0, now=True)
+        if self.tls is not None:
+            self.tls.reload_on_sighup(self.reactor)
         if self.is_worker:
             log.debug("worker serving on {endpoint}", endpoint=self.endpoint)
             return  # the daemon itself says it all, once

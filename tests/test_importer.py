@@ -25,13 +25,16 @@ def make_zip(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def add_version(cache, escaped_module: str, version: str, *, files=None, info=None, mod=None, zip_bytes=None, ziphash=None, with_zip=True):
+def add_version(cache, escaped_module: str, version: str, *, files=None, info=None, mod=None, zip_bytes=None,
+                ziphash=None, with_zip=True, with_info=True, with_mod=True):
     module = unescape(escaped_module)
     vdir = cache / "cache" / "download" / escaped_module / "@v"
     vdir.mkdir(parents=True, exist_ok=True)
     mod = mod if mod is not None else f"module {module}\n".encode()
-    (vdir / f"{version}.info").write_bytes(info if info is not None else json.dumps({"Version": version, "Time": "2024-01-01T00:00:00Z"}).encode())
-    (vdir / f"{version}.mod").write_bytes(mod)
+    if with_info:
+        (vdir / f"{version}.info").write_bytes(info if info is not None else json.dumps({"Version": version, "Time": "2024-01-01T00:00:00Z"}).encode())
+    if with_mod:
+        (vdir / f"{version}.mod").write_bytes(mod)
     if with_zip:
         prefix = f"{module}@{version}/"
         entries = files if files is not None else {prefix + "go.mod": mod, prefix + "x.go": b"package x\n"}
@@ -55,7 +58,10 @@ def cache(tmp_path):
     add_version(c, "example.com/bad", "v1.0.6", zip_bytes=b"not a zip at all")
     add_version(c, "example.com/bad", "v1.0.7", info=b"{not json")
     add_version(c, "example.com/bad", "v2.0.0")
-    add_version(c, "example.com/partial", "v1.0.0", with_zip=False)
+    add_version(c, "example.com/partial", "v1.0.0", with_zip=False)  # go.mod for the module graph, and .info
+    add_version(c, "example.com/partial", "v1.1.0", with_zip=False, with_info=False)  # go.mod alone (most of them)
+    add_version(c, "example.com/partial", "v1.2.0", with_zip=False, mod=b"\xff\xfe")
+    add_version(c, "example.com/partial", "v1.3.0", with_zip=False, with_mod=False)  # a .info alone
     # the real hash, recorded as the go command records it
     (good / "v1.0.0.ziphash").write_text(check_zip(str(good / "v1.0.0.zip"), "example.com/good", "v1.0.0") + "\n")
     (c / "cache" / "download" / "sumdb").mkdir()
@@ -78,12 +84,17 @@ async def test_import_stores_good_versions_and_refuses_bad_ones(cache):
     assert "not a readable zip" in reasons["example.com/bad@v1.0.6"]
     assert "not JSON" in reasons["example.com/bad@v1.0.7"]
     assert "should be v0 or v1" in reasons["example.com/bad@v2.0.0"]
-    assert report.incomplete == {".zip": 1}
+    assert "not UTF-8" in reasons["example.com/partial@v1.2.0"]
+    assert report.incomplete == {".mod": 1}
+    assert sorted(str(m) for m in report.mod_only) == ["example.com/partial@v1.0.0", "example.com/partial@v1.1.0"]
+    assert await storage.go_mod("example.com/partial", "v1.1.0") == b"module example.com/partial\n"
+    assert json.loads(await storage.info("example.com/partial", "v1.0.0"))["Version"] == "v1.0.0"
+    assert not await storage.exists("example.com/partial", "v1.0.0")
     assert await storage.list("example.com/bad") == []
-    assert seen[-1] == (12, 12)
+    assert seen[-1] == (15, 15)
     # a second import finds everything already there
     again = await import_cache(storage, str(cache))
-    assert (len(again.imported), len(again.present)) == (0, 2)
+    assert (len(again.imported), len(again.mod_only), len(again.present)) == (0, 0, 4)
 
 
 def test_zip_size_limits(tmp_path, monkeypatch):
@@ -103,8 +114,8 @@ def test_admin_command_reports_and_exits_nonzero_on_refusals(cache, tmp_path):
         capture_output=True, text=True, env=source_env(), timeout=120,
     )
     assert result.returncode == 1
-    assert "imported 2, already stored 0, refused 9, incomplete in the cache 1" in result.stdout
-    assert "100% 12/12" in result.stderr  # progress, one line a step when not on a terminal
+    assert "imported 2, go.mod only 2, already stored 0, refused 10, incomplete in the cache 1" in result.stdout
+    assert "100% 15/15" in result.stderr  # progress, one line a step when not on a terminal
     assert (root / "example.com" / "good" / "v1.0.0" / "source.zip").is_file()
     assert not (root / "example.com" / "bad").exists()
 

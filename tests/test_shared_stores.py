@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import uuid
 
 import pytest
@@ -178,11 +179,14 @@ async def test_redis_through_sentinel_for_the_lock_and_the_store(tmp_path, redis
     from tests.servers import start_sentinel
 
     sentinel = start_sentinel(tmp_path / "sentinel", redis_server)
-    master = connect_sentinel((sentinel.endpoint,), "redis-1", "", "", 5)
+    master = connect_sentinel((sentinel.endpoint,), "redis-1", "", "", 5, db=3)  # Athens' RedisSentinel.DB
     try:
         storage = RedisStorage(master, prefix=f"sentinel-{uuid.uuid4().hex}:")
         assert await storage.save("example.com/s", "v1.0.0", b"{}", b"module s\n", once(b"zip"))
         assert await storage.go_mod("example.com/s", "v1.0.0") == b"module s\n"
+        in_db = subprocess.run(["redis-cli", "-p", str(redis_server.port), "-n", "3", "--scan", "--pattern",
+                                storage.prefix + "*"], capture_output=True, text=True, timeout=30).stdout.split()
+        assert storage.prefix + "v:example.com/s@v1.0.0" in in_db
         node = RedisLock(master, reactor(), prefix=storage.prefix)
 
         async def never():
@@ -192,6 +196,10 @@ async def test_redis_through_sentinel_for_the_lock_and_the_store(tmp_path, redis
             return "locked through sentinel"
 
         assert await node.run(WHAT, never, work) == "locked through sentinel"
+        for _ in range(100):  # every pooled connection has selected its database (closing one midway is noisy)
+            if master._factory.size == 4:
+                break
+            await deferLater(reactor(), 0.05, lambda: None)
     finally:
         await storage.close()
         sentinel.stop()

@@ -291,3 +291,95 @@ async def test_a_lengthless_zip_that_breaks_reaches_the_client_broken_and_is_log
         await served.close()
         await pool.closeCachedConnections()
         await port.stopListening()
+
+
+class PulledUpstream(Resource):
+    """Serves a big zip as fast as the proxy reads it, counting what it produced: the proxy's reading shows."""
+
+    isLeaf = True
+
+    def __init__(self, zip_bytes: bytes) -> None:
+        super().__init__()
+        self.zip = zip_bytes
+        self.produced = 0
+
+    def render_GET(self, request):  # noqa: N802
+        file = request.path.decode().rsplit("/", 1)[1]
+        if file.endswith(".info"):
+            return json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
+        if file.endswith(".mod"):
+            return f"module {M}\n".encode()
+        request.setHeader(b"content-length", b"%d" % len(self.zip))
+        upstream = self
+
+        class Pull:
+            def resumeProducing(self) -> None:  # noqa: N802
+                chunk = upstream.zip[upstream.produced : upstream.produced + (256 << 10)]
+                upstream.produced += len(chunk)
+                request.write(chunk)
+                if upstream.produced == len(upstream.zip):
+                    request.unregisterProducer()
+                    request.finish()
+
+            def stopProducing(self) -> None:  # noqa: N802
+                pass
+
+        request.registerProducer(Pull(), False)
+        return NOT_DONE_YET
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_reads_nothing_holds_the_upstream_back_then_gets_every_byte():
+    """The throttle, end to end: without it the proxy would read the whole zip at once into its file."""
+    import hashlib
+    import os
+    import socket
+    import zipfile
+
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+    from twisted.internet.threads import deferToThread
+
+    buf = __import__("io").BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{M}@v1.0.0/blob.bin", os.urandom(64 << 20))
+    big = buf.getvalue()
+    upstream = PulledUpstream(big)
+    port = reactor.listenTCP(0, Site(upstream), interface="127.0.0.1")
+    pool = make_pool(reactor)
+    fetcher = UpstreamFetcher(f"http://127.0.0.1:{port.getHost().port}", reactor, pool, timeout=60, idle_timeout=60)
+    storage = MemoryStorage()
+    stash = Stash(fetcher, storage)
+    served = serve(make_site(storage, None, Origin(fetcher, stash, ListCache(fetcher, reactor), http_pool=pool)))
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    try:
+        client.connect(("127.0.0.1", served.port.getHost().port))
+        client.sendall(f"GET /{M}/@v/v1.0.0.zip HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n".encode())
+        # Wait until the upstream stops being read: with a reader that reads nothing, it must.
+        last, still = -1, 0
+        for _ in range(600):
+            await deferLater(reactor, 0.05, lambda: None)
+            still = still + 1 if upstream.produced == last else 0
+            last = upstream.produced
+            if still >= 20 or last == len(big):
+                break
+        assert 0 < upstream.produced < len(big) // 2, f"the proxy read {upstream.produced} of {len(big)} bytes"
+
+        def read_all() -> bytes:
+            client.settimeout(60)
+            data = bytearray()
+            while chunk := client.recv(1 << 20):
+                data += chunk
+            return bytes(data)
+
+        answer = await deferToThread(read_all)
+    finally:
+        client.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert hashlib.sha256(body).digest() == hashlib.sha256(big).digest()
+    await until(lambda: ModuleVersion(M, "v1.0.0") in storage._versions, reactor)
+    await served.close()
+    await pool.closeCachedConnections()
+    await port.stopListening()

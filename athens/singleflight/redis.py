@@ -42,7 +42,7 @@ class _BinarySentinelFactory(txredisapi.SentinelConnectionFactory):
 
 
 def connect_sentinel(endpoints: tuple[str, ...], master: str, sentinel_password: str, password: str,
-                     timeout: float) -> Any:
+                     timeout: float, db: int = 0) -> Any:
     """The master Redis behind Sentinel (``SingleFlightType = "redis-sentinel"``)."""
     from athens.storage.redis import parse_endpoint
 
@@ -51,7 +51,8 @@ def connect_sentinel(endpoints: tuple[str, ...], master: str, sentinel_password:
         connectTimeout=timeout, replyTimeout=timeout,
     )
     # Binary-safe on the data connection; discovery talks text to the sentinels.
-    return sentinel.master_for(master, factory_class=_BinarySentinelFactory, poolsize=4, password=password or None,
+    return sentinel.master_for(master, factory_class=_BinarySentinelFactory, dbid=db or None, poolsize=4,
+                               password=password or None,
                                charset=None, convertNumbers=False, replyTimeout=timeout)
 
 

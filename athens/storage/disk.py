@@ -5,8 +5,10 @@ Disk storage in Athens' own layout, written atomically.
 ``<version>.info``, exactly as Athens' disk storage does, so an existing
 Athens cache is served unchanged.  Unlike Athens, a version is written into
 ``<root>/.athens-tmp/`` first, fsynced, and renamed into place: a reader (or a
-crash) sees the whole version or nothing.  Every file operation runs in the
-reactor's thread pool.
+crash) sees the whole version or nothing.  A go.mod-only version is a
+directory with ``go.mod`` (and the ``.info``) but no ``source.zip``; a save
+completes it by linking the zip in last, so it is whole at one step.  Every
+file operation runs in the reactor's thread pool.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from athens.module import ModuleVersion, is_valid_semver
-from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, page, sized
+from athens.storage.interface import CatalogPage, IStorage, ModChanged, NotFound, StorageError, page, sized
 
 CHUNK = 256 << 10
 TMP_DIR = ".athens-tmp"
@@ -119,6 +121,11 @@ class DiskStorage:
         version = os.path.basename(vdir)
         return all(os.path.isfile(os.path.join(vdir, f)) for f in _version_files(version))
 
+    @staticmethod
+    def _mod_only(vdir: str) -> bool:
+        """go.mod without a zip: a go.mod-only version (a zip without the rest is a crashed writer's)."""
+        return os.path.isfile(os.path.join(vdir, "go.mod")) and not os.path.lexists(os.path.join(vdir, "source.zip"))
+
     def _read(self, module: str, version: str, name: str) -> bytes:
         try:
             with open(os.path.join(self._version_dir(module, version), name), "rb") as f:
@@ -171,22 +178,92 @@ class DiskStorage:
         target = self._version_dir(module, version)
         if await deferToThread(self._complete, target):
             return False
+        if await deferToThread(self._mod_only, target):
+            return await self._complete_mod_only(module, version, target, info, mod, zip)
         tmp = await deferToThread(tempfile.mkdtemp, prefix="save-", dir=os.path.join(self.root, TMP_DIR))
         try:
             # mkdtemp makes 0700; a version directory gets what the umask allows (0755 by default, as in
             # Athens), so that a backup job or nginx can read the store.
             await deferToThread(os.chmod, tmp, 0o777 & ~_UMASK)
             await deferToThread(self._write_small, tmp, version, info, mod)
-            f = await deferToThread(open, os.path.join(tmp, "source.zip"), "wb")
-            try:
-                async for chunk in sized(zip):
-                    await deferToThread(f.write, chunk)
-                await deferToThread(lambda: (f.flush(), os.fsync(f.fileno())))
-            finally:
-                f.close()
+            await self._write_zip(os.path.join(tmp, "source.zip"), zip)
             return await deferToThread(self._publish, tmp, target)
         finally:
             await deferToThread(shutil.rmtree, tmp, True)
+
+    @staticmethod
+    async def _write_zip(path: str, zip: AsyncIterable[bytes]) -> None:
+        f = await deferToThread(open, path, "wb")
+        try:
+            async for chunk in sized(zip):
+                await deferToThread(f.write, chunk)
+            await deferToThread(lambda: (f.flush(), os.fsync(f.fileno())))
+        finally:
+            f.close()
+
+    async def _complete_mod_only(self, module: str, version: str, target: str, info: bytes, mod: bytes,
+                                 zip: AsyncIterable[bytes]) -> bool:
+        """The zip goes in last, by link(): the version is whole at that step, and only one writer's link wins."""
+        if await deferToThread(self._read, module, version, "go.mod") != mod:
+            raise ModChanged(module, version)
+        tmp = await deferToThread(tempfile.mkdtemp, prefix="complete-", dir=os.path.join(self.root, TMP_DIR))
+        try:
+            await self._write_zip(os.path.join(tmp, "source.zip"), zip)
+            await deferToThread(self._add_file, tmp, target, version + ".info", info)
+            return await deferToThread(self._link_new, os.path.join(tmp, "source.zip"), target, "source.zip")
+        finally:
+            await deferToThread(shutil.rmtree, tmp, True)
+
+    def _add_file(self, tmp: str, target: str, name: str, data: bytes) -> bool:
+        """Put ``name`` into ``target`` unless it is there; True if added."""
+        if os.path.lexists(os.path.join(target, name)):
+            return False
+        _write_file(os.path.join(tmp, name), data)
+        return self._link_new(os.path.join(tmp, name), target, name)
+
+    @staticmethod
+    def _link_new(source: str, target: str, name: str) -> bool:
+        try:
+            os.link(source, os.path.join(target, name))
+        except FileExistsError:
+            return False
+        except FileNotFoundError:  # the version was deleted meanwhile
+            raise StorageError(f"{target}: deleted while it was saved") from None
+        _fsync_dir(target)
+        return True
+
+    def save_mod(self, module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
+        target = self._version_dir(module, version)
+
+        def store() -> bool:
+            if os.path.isdir(target):
+                if info is None or not self._mod_only(target):
+                    return False
+                tmp = tempfile.mkdtemp(prefix="info-", dir=os.path.join(self.root, TMP_DIR))
+                try:
+                    return self._add_file(tmp, target, version + ".info", info)
+                finally:
+                    shutil.rmtree(tmp, True)
+            tmp = tempfile.mkdtemp(prefix="mod-", dir=os.path.join(self.root, TMP_DIR))
+            try:
+                os.chmod(tmp, 0o777 & ~_UMASK)
+                _write_file(os.path.join(tmp, "go.mod"), mod)
+                if info is not None:
+                    _write_file(os.path.join(tmp, version + ".info"), info)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                _fsync_dir(tmp)
+                try:
+                    os.rename(tmp, target)
+                except OSError as e:
+                    if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    return False  # another writer was first
+                _fsync_dir(os.path.dirname(target))
+                return True
+            finally:
+                shutil.rmtree(tmp, True)
+
+        return deferToThread(store)
 
     @staticmethod
     def _write_small(tmp: str, version: str, info: bytes, mod: bytes) -> None:
@@ -220,7 +297,7 @@ class DiskStorage:
     def delete(self, module: str, version: str) -> Deferred[None]:
         def remove() -> None:
             target = self._version_dir(module, version)
-            if not self._complete(target):
+            if not self._complete(target) and not self._mod_only(target):
                 raise NotFound(f"{module}@{version}: not found")
             self._discard(target)  # one rename: readers see all of it or none
             self._note_deletion()

@@ -30,6 +30,14 @@ class StorageUnavailable(StorageError):
     """The store is down or unreachable (answered with 503)."""
 
 
+class ModChanged(StorageError):
+    """A save brought a go.mod other than the one stored for that version: the stored one is kept."""
+
+    def __init__(self, module: str, version: str) -> None:
+        super().__init__(f"{module}@{version}: the origin's go.mod differs from the stored one "
+                         "(delete the version to fetch it again)")
+
+
 class Blob(Protocol):
     """A stored zip being read: its size, then its bytes in chunks."""
 
@@ -73,11 +81,23 @@ class IStorage(Interface):
         """
         Store a version all or nothing.  True if stored; False if the version
         was already there (it is kept unchanged).  If ``zip`` fails or exceeds
-        the size limit, nothing is stored and the error propagates.
+        the size limit, nothing is stored and the error propagates.  A
+        go.mod-only version is completed (its stored ``.info`` kept); a
+        different go.mod is refused with :class:`ModChanged`.
+        """
+
+    def save_mod(module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
+        """
+        Store the ``go.mod`` (and ``.info``, when known) of a version whose zip
+        is not stored: the go command needs only go.mod for much of a module
+        graph.  Such a version is served by go_mod() (and info()), not counted
+        by exists(), list() or catalog(), and completed by a later save().
+        What is stored is never changed; True if something was added (the
+        version, or its missing ``.info``).
         """
 
     def delete(module: str, version: str) -> Deferred[None]:
-        """Remove a version at once; fails with NotFound."""
+        """Remove a version at once, whole or go.mod-only; fails with NotFound."""
 
     def catalog(token: str, limit: int) -> Deferred[CatalogPage]:
         """Up to ``limit`` stored versions after ``token`` (``""``: from the start)."""

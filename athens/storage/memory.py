@@ -10,16 +10,17 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from zope.interface import implementer
 
 from athens.module import ModuleVersion
-from athens.storage.interface import CatalogPage, IStorage, NotFound, page, sized
+from athens.storage.interface import CatalogPage, IStorage, ModChanged, NotFound, page, sized
 
 CHUNK = 256 << 10
 
 
 @attrs.frozen
 class _Version:
-    info: bytes
+    info: bytes | None
     mod: bytes
-    zip: bytes
+    #: None: a go.mod-only version.
+    zip: bytes | None
 
 
 @attrs.define
@@ -50,37 +51,58 @@ class MemoryStorage:
     _used: dict[ModuleVersion, float] = attrs.field(factory=dict)
     _deleted: int = 0
 
-    def _get(self, module: str, version: str) -> _Version:
-        try:
-            return self._versions[ModuleVersion(module, version)]
-        except KeyError:
-            raise NotFound(f"{module}@{version}: not found") from None
+    def _get(self, module: str, version: str, part: str = "mod", whole: bool = False) -> bytes:
+        stored = self._versions.get(ModuleVersion(module, version))
+        value = None if stored is None or (whole and stored.zip is None) else getattr(stored, part)
+        if value is None:
+            raise NotFound(f"{module}@{version}: not found")
+        return value  # type: ignore[no-any-return]
+
+    def _whole(self) -> list[ModuleVersion]:
+        return [key for key, stored in self._versions.items() if stored.zip is not None]
 
     def list(self, module: str) -> Deferred[list[str]]:
-        return succeed([mv.version for mv in self._versions if mv.path == module])
+        return succeed([mv.version for mv in self._whole() if mv.path == module])
 
     def info(self, module: str, version: str) -> Deferred[bytes]:
-        return ensureDeferred(self._async(lambda: self._get(module, version).info))
+        return ensureDeferred(self._async(lambda: self._get(module, version, "info")))
 
     def go_mod(self, module: str, version: str) -> Deferred[bytes]:
-        return ensureDeferred(self._async(lambda: self._get(module, version).mod))
+        return ensureDeferred(self._async(lambda: self._get(module, version, "mod")))
 
     def zip(self, module: str, version: str) -> Deferred[BytesBlob]:
-        return ensureDeferred(self._async(lambda: BytesBlob(self._get(module, version).zip)))
+        return ensureDeferred(self._async(lambda: BytesBlob(self._get(module, version, "zip"))))
 
     def exists(self, module: str, version: str) -> Deferred[bool]:
-        return succeed(ModuleVersion(module, version) in self._versions)
+        stored = self._versions.get(ModuleVersion(module, version))
+        return succeed(stored is not None and stored.zip is not None)
 
     def save(self, module: str, version: str, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> Deferred[bool]:
         return ensureDeferred(self._save(ModuleVersion(module, version), info, mod, zip))
 
     async def _save(self, key: ModuleVersion, info: bytes, mod: bytes, zip: AsyncIterable[bytes]) -> bool:
         data = b"".join([chunk async for chunk in sized(zip)])
-        if key in self._versions:
-            return False
+        stored = self._versions.get(key)
+        if stored is not None:
+            if stored.zip is not None:
+                return False
+            if stored.mod != mod:
+                raise ModChanged(key.path, key.version)
+            info = stored.info or info
         self._versions[key] = _Version(bytes(info), bytes(mod), data)
         self._used[key] = time.time()
         return True
+
+    def save_mod(self, module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
+        key = ModuleVersion(module, version)
+        stored = self._versions.get(key)
+        if stored is None:
+            self._versions[key] = _Version(None if info is None else bytes(info), bytes(mod), None)
+            return succeed(True)
+        if stored.info is None and info is not None and stored.zip is None:
+            self._versions[key] = attrs.evolve(stored, info=bytes(info))
+            return succeed(True)
+        return succeed(False)
 
     def delete(self, module: str, version: str) -> Deferred[None]:
         def remove() -> None:
@@ -92,20 +114,20 @@ class MemoryStorage:
         return ensureDeferred(self._async(remove))
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
-        return succeed(page(self._versions, token, limit))
+        return succeed(page(self._whole(), token, limit))
 
     def deletions(self) -> Deferred[str]:
         return succeed(str(self._deleted))
 
     def touch(self, module: str, version: str) -> Deferred[None]:
         key = ModuleVersion(module, version)
-        if key in self._versions:
+        if key in self._used:
             self._used[key] = time.time()
         return succeed(None)
 
     def last_used(self, module: str, version: str) -> Deferred[float]:
         def when() -> float:
-            self._get(module, version)  # NotFound if absent
+            self._get(module, version, whole=True)  # NotFound if absent
             return self._used[ModuleVersion(module, version)]
 
         return ensureDeferred(self._async(when))

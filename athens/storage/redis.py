@@ -6,6 +6,8 @@ Keys (all under ``prefix``):
 - ``v:<module>@<version>``: a hash with ``info``, ``mod``, ``size``, ``blob``, ``chunks``
 - ``b:<blob>:<n>``: the zip in 1 MiB chunks, so no value is huge and reads stream
 - ``m:<module>``: the set of a module's versions; ``catalog``: a sorted set for paging
+- ``g:<module>@<version>``: a go.mod-only version, a hash with ``mod`` (and ``info``);
+  the publish of the whole version removes it in the same script
 
 A save writes its chunks under a fresh blob id with an expiry, then one Lua
 script checks every chunk is there and publishes the version (hash, set,
@@ -29,7 +31,8 @@ from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
 from zope.interface import implementer
 
 from athens.module import ModuleVersion
-from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, StorageUnavailable, rechunk, sized
+from athens.storage.interface import (CatalogPage, IStorage, ModChanged, NotFound, StorageError, StorageUnavailable,
+                                     rechunk, sized)
 
 CHUNK = 1 << 20
 #: Chunks of a save not yet published expire after this (a crashed writer leaves nothing for long).
@@ -37,13 +40,19 @@ PENDING_TTL = 24 * 3600
 
 _PUBLISH = b"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local info = ARGV[1]
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  if redis.call('HGET', KEYS[4], 'mod') ~= ARGV[2] then return -2 end
+  info = redis.call('HGET', KEYS[4], 'info') or info
+end
 local count = tonumber(ARGV[5])
 for i = 0, count - 1 do
   if redis.call('EXISTS', ARGV[8] .. i) == 0 then return -1 end
 end
 for i = 0, count - 1 do redis.call('PERSIST', ARGV[8] .. i) end
-redis.call('HSET', KEYS[1], 'info', ARGV[1], 'mod', ARGV[2], 'size', ARGV[3], 'blob', ARGV[4], 'chunks', ARGV[5],
+redis.call('HSET', KEYS[1], 'info', info, 'mod', ARGV[2], 'size', ARGV[3], 'blob', ARGV[4], 'chunks', ARGV[5],
            'used', ARGV[9])
+redis.call('DEL', KEYS[4])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], 0, ARGV[7])
 return 1
@@ -51,9 +60,27 @@ return 1
 
 _TOUCH = b"if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'used', ARGV[1]) end return 0"
 
+_SAVE_MOD = b"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'mod', ARGV[1])
+  if ARGV[2] == '1' then redis.call('HSET', KEYS[2], 'info', ARGV[3]) end
+  return 1
+end
+if ARGV[2] == '1' then return redis.call('HSETNX', KEYS[2], 'info', ARGV[3]) end
+return 0
+"""
+
+#: A field of the whole version, or else of the go.mod-only one: one round trip.
+_FIELD = b"return redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[2], ARGV[1])"
+
 _DELETE = b"""
 local blob = redis.call('HGET', KEYS[1], 'blob')
-if not blob then return 0 end
+if not blob then
+  if redis.call('DEL', KEYS[5]) == 0 then return 0 end
+  redis.call('INCR', KEYS[4])
+  return 1
+end
 local count = tonumber(redis.call('HGET', KEYS[1], 'chunks'))
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
@@ -183,6 +210,9 @@ class RedisStorage:
     def _vkey(self, module: str, version: str) -> bytes:
         return self._key("v", f"{module}@{version}")
 
+    def _gkey(self, module: str, version: str) -> bytes:
+        return self._key("g", f"{module}@{version}")
+
     def _meta(self, module: str, version: str) -> Deferred[dict[bytes, bytes]]:
         async def get() -> dict[bytes, bytes]:
             values = await _cmd(self.redis, "HGETALL", self._vkey(module, version))
@@ -199,10 +229,16 @@ class RedisStorage:
         return ensureDeferred(members())
 
     def info(self, module: str, version: str) -> Deferred[bytes]:
-        return ensureDeferred(self._field(module, version, b"info"))
+        return ensureDeferred(self._small(module, version, b"info"))
 
     def go_mod(self, module: str, version: str) -> Deferred[bytes]:
-        return ensureDeferred(self._field(module, version, b"mod"))
+        return ensureDeferred(self._small(module, version, b"mod"))
+
+    async def _small(self, module: str, version: str, field: bytes) -> bytes:
+        value = await _eval(self.redis, _FIELD, [self._vkey(module, version), self._gkey(module, version)], [field])
+        if value is None:
+            raise NotFound(f"{module}@{version}: not found")
+        return bytes(value)
 
     async def _field(self, module: str, version: str, field: bytes) -> bytes:
         value = await _cmd(self.redis, "HGET", self._vkey(module, version), field)
@@ -241,7 +277,8 @@ class RedisStorage:
             published = await _eval(
                 self.redis,
                 _PUBLISH,
-                [self._vkey(module, version), self._key("m", module), self._key("catalog")],
+                [self._vkey(module, version), self._key("m", module), self._key("catalog"),
+                 self._gkey(module, version)],
                 [info, mod, str(size), blob, str(count), version, f"{module}\x00{version}", self._key("b", blob, ""),
                  repr(time.time())],
             )
@@ -251,10 +288,20 @@ class RedisStorage:
         if published == -1:
             await self._drop_chunks(blob, count)
             raise StorageError(f"{module}@{version}: chunks expired before the save finished")
-        if published == 0:
+        if published in (0, -2):
             await self._drop_chunks(blob, count)
+            if published == -2:
+                raise ModChanged(module, version)
             return False
         return True
+
+    def save_mod(self, module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
+        async def store() -> bool:
+            added = await _eval(self.redis, _SAVE_MOD, [self._vkey(module, version), self._gkey(module, version)],
+                                [mod, "0" if info is None else "1", info or b""])
+            return bool(added)
+
+        return ensureDeferred(store())
 
     async def _drop_chunks(self, blob: str, count: int) -> None:
         if count:
@@ -268,7 +315,8 @@ class RedisStorage:
             done = await _eval(
                 self.redis,
                 _DELETE,
-                [self._vkey(module, version), self._key("m", module), self._key("catalog"), self._key("deletions")],
+                [self._vkey(module, version), self._key("m", module), self._key("catalog"), self._key("deletions"),
+                 self._gkey(module, version)],
                 [version, f"{module}\x00{version}", self._key("b", "")],
             )
             if not done:

@@ -3,7 +3,8 @@ PostgreSQL storage: the relational store for several proxy nodes.
 
 ``athens_versions`` holds one row a version (``.info``, ``go.mod``, size);
 ``athens_chunks`` holds its zip in 1 MiB rows, read one at a time so a zip
-streams.  A save is one transaction: the chunks are written as the stream
+streams; ``athens_gomods`` holds go.mod-only versions until a save completes
+them (in the save's transaction).  A save is one transaction: the chunks are written as the stream
 arrives (the interaction pulls each chunk from the reactor), then the
 version row; a failure rolls all of it back, and a concurrent save of the
 same version waits on the primary key and finds it stored.  The schema is
@@ -23,10 +24,11 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 from zope.interface import implementer
 
 from athens.module import ModuleVersion
-from athens.storage.interface import CatalogPage, IStorage, NotFound, StorageError, StorageUnavailable, rechunk, sized
+from athens.storage.interface import (CatalogPage, IStorage, ModChanged, NotFound, StorageError, StorageUnavailable,
+                                     rechunk, sized)
 
 CHUNK = 1 << 20
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MIGRATIONS = {
     1: [
@@ -49,6 +51,14 @@ _MIGRATIONS = {
     2: ["ALTER TABLE athens_versions ADD COLUMN IF NOT EXISTS used timestamptz"],
     # Advanced at every delete; caches in front of the store poll it.
     3: ["CREATE SEQUENCE IF NOT EXISTS athens_deletions"],
+    4: [
+        """CREATE TABLE IF NOT EXISTS athens_gomods (
+               module text COLLATE "C" NOT NULL,
+               version text COLLATE "C" NOT NULL,
+               info bytea,
+               mod bytea NOT NULL,
+               PRIMARY KEY (module, version))""",
+    ],
 }
 
 
@@ -119,13 +129,6 @@ class PostgresStorage:
         except Exception as e:
             raise _unavailable(e) from None
 
-    async def _field(self, column: str, module: str, version: str) -> bytes:
-        rows = await self._query(f"SELECT {column} FROM athens_versions WHERE module = %s AND version = %s",
-                                 (module, version))
-        if not rows:
-            raise NotFound(f"{module}@{version}: not found")
-        return bytes(rows[0][0])
-
     def list(self, module: str) -> Deferred[list[str]]:
         async def versions() -> list[str]:
             return [r[0] for r in await self._query("SELECT version FROM athens_versions WHERE module = %s", (module,))]
@@ -133,10 +136,21 @@ class PostgresStorage:
         return ensureDeferred(versions())
 
     def info(self, module: str, version: str) -> Deferred[bytes]:
-        return ensureDeferred(self._field("info", module, version))
+        return ensureDeferred(self._small("info", module, version))
 
     def go_mod(self, module: str, version: str) -> Deferred[bytes]:
-        return ensureDeferred(self._field("mod", module, version))
+        return ensureDeferred(self._small("mod", module, version))
+
+    async def _small(self, column: str, module: str, version: str) -> bytes:
+        """Of the whole version, or else of the go.mod-only one: one query."""
+        rows = await self._query(
+            f"SELECT {column}, 0 AS whole FROM athens_versions WHERE module = %s AND version = %s UNION ALL "
+            f"SELECT {column}, 1 FROM athens_gomods WHERE module = %s AND version = %s AND {column} IS NOT NULL "
+            "ORDER BY whole LIMIT 1",
+            (module, version, module, version))
+        if not rows:
+            raise NotFound(f"{module}@{version}: not found")
+        return bytes(rows[0][0])
 
     def zip(self, module: str, version: str) -> Deferred[SQLBlob]:
         async def open_zip() -> SQLBlob:
@@ -181,10 +195,15 @@ class PostgresStorage:
                 cursor.execute("INSERT INTO athens_chunks (blob, n, data) VALUES (%s, %s, %s)", (blob, count, chunk))
                 count += 1
                 size += len(chunk)
+            cursor.execute("DELETE FROM athens_gomods WHERE module = %s AND version = %s RETURNING info, mod",
+                           (module, version))
+            partial = cursor.fetchone()
+            if partial is not None and bytes(partial[1]) != mod:
+                raise ModChanged(module, version)
             cursor.execute(
                 "INSERT INTO athens_versions (module, version, info, mod, size, blob, chunks) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (module, version, info, mod, size, blob, count),
+                (module, version, info if partial is None or partial[0] is None else partial[0], mod, size, blob, count),
             )
             if cursor.fetchone() is None:
                 raise _AlreadyStored()
@@ -195,14 +214,31 @@ class PostgresStorage:
         except _AlreadyStored:
             return False
 
+    def save_mod(self, module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
+        def transaction(cursor: Any) -> bool:
+            cursor.execute("SELECT 1 FROM athens_versions WHERE module = %s AND version = %s", (module, version))
+            if cursor.fetchone() is not None:
+                return False
+            cursor.execute(
+                "INSERT INTO athens_gomods (module, version, info, mod) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (module, version) DO UPDATE SET info = EXCLUDED.info "
+                "WHERE athens_gomods.info IS NULL AND EXCLUDED.info IS NOT NULL RETURNING 1",
+                (module, version, info, mod))
+            return cursor.fetchone() is not None
+
+        return ensureDeferred(self._interaction(transaction))
+
     def delete(self, module: str, version: str) -> Deferred[None]:
         def transaction(cursor: Any) -> None:
             cursor.execute("DELETE FROM athens_versions WHERE module = %s AND version = %s RETURNING blob",
                            (module, version))
             row = cursor.fetchone()
-            if row is None:
+            cursor.execute("DELETE FROM athens_gomods WHERE module = %s AND version = %s RETURNING 1",
+                           (module, version))
+            if row is None and cursor.fetchone() is None:
                 raise NotFound(f"{module}@{version}: not found")
-            cursor.execute("DELETE FROM athens_chunks WHERE blob = %s", (row[0],))
+            if row is not None:
+                cursor.execute("DELETE FROM athens_chunks WHERE blob = %s", (row[0],))
             cursor.execute("SELECT nextval('athens_deletions')")
 
         return ensureDeferred(self._interaction(transaction))

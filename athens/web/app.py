@@ -18,6 +18,7 @@ from athens.origin import Origin
 from athens.storage.interface import IStorage
 from athens.web.accesslog import AccessLog
 from athens.web.auth import BasicAuth
+from athens.web.forcessl import ForceSSL
 from athens.web.answers import LIST_REPLAY, Answers
 from athens.web.hitpath import HitPath
 from athens.web.ops import DEFAULT_ROBOTS, OpsResource
@@ -51,6 +52,8 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 
     @app.route("/metrics", methods=GET, endpoint="metrics")
     def prometheus(request: IRequest) -> bytes:
+        if not metrics.exported:
+            return text(request, "not found: metrics are off (StatsExporter)", 404)
         content_type, data = metrics.exposition()
         return body(request, content_type, data)
 
@@ -82,12 +85,15 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
-                  validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None) -> IResource:
+                  validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
+                  force_ssl: bool = False) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
                         fill_after_client_leaves, validator, protocol).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
+    if force_ssl:
+        resource = ForceSSL(resource)
     if not path_prefix:
         return resource
     root = parent = OffPrefix("not found: this proxy answers under " + path_prefix)
@@ -119,7 +125,8 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
-              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY) -> ProxySite:
+              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
+              force_ssl: bool = False) -> ProxySite:
     """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
@@ -127,11 +134,11 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
     protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
                                 answers=answers, list_ttl=list_ttl)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
-                             fill_after_client_leaves, validator, protocol)
+                             fill_after_client_leaves, validator, protocol, force_ssl)
     hits = None
     if answers is not None:
         authorization = None
         if basic_auth is not None:
             authorization = b"Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
-        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use)
+        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use, https_only=force_ssl)
     return ProxySite(resource, metrics, idle_timeout, hits=hits, access_log=access_log)

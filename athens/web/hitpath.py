@@ -48,6 +48,8 @@ class HitPath:
     authorization: bytes | None = None
     #: Called with (module, version) for every version served: the last-use record for ``gc``.
     used: Callable[[str, str], None] = lambda module, version: None
+    #: ``ForceSSL``: only requests that say ``X-Forwarded-Proto: https`` are hits (the rest are redirected).
+    https_only: bool = False
     #: Requests answered here (tests and the curious check which path answered).
     answered: int = 0
     _date_second: int = -1
@@ -157,7 +159,7 @@ class HitChannel(Protocol):
         answer = self.hits.answers.get(target)
         if answer is None or answer.expires < arrived:
             return False
-        given_id = agent = authorization = connection = None
+        given_id = agent = authorization = connection = proto = None
         host = False
         for header in rest.split(b"\r\n"):
             name, colon, value = header.partition(b":")
@@ -177,11 +179,15 @@ class HitChannel(Protocol):
                 authorization = value
             elif name == b"connection":
                 connection = value
+            elif name == b"x-forwarded-proto":
+                proto = value
             elif name in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
                 return False
         if version == b"HTTP/1.1" and not host:
             return False
         if self.hits.authorization is not None and authorization != self.hits.authorization:
+            return False
+        if self.hits.https_only and proto != b"https":
             return False
         fd = -1
         if answer.path and method == b"GET":

@@ -24,7 +24,7 @@ def client(tmp_path, daemon):
 def test_import_summary(seeded_root, e2e):
     _, result = seeded_root
     # 9 versions with zips; the go command also cached go.mod-only entries for none of them.
-    assert "imported 9, already stored 0, refused 0" in result.stdout
+    assert "imported 9, go.mod only 0, already stored 0, refused 0, incomplete in the cache 0" in result.stdout
 
 
 def test_go_mod_download_hashes_match_direct(tmp_path, daemon, e2e):

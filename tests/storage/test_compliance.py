@@ -16,7 +16,7 @@ import pytest_twisted
 from twisted.internet.defer import DeferredList, gatherResults
 
 from athens.module import ModuleVersion
-from athens.storage.interface import NotFound, ZipTooLarge
+from athens.storage.interface import ModChanged, NotFound, ZipTooLarge
 from tests.streams import Boom, once, pattern, pattern_digest
 
 MOD = "example.com/compliance/one"
@@ -256,3 +256,106 @@ async def test_deletions_change_the_token_and_saves_do_not(storage):
         await storage.delete(MOD, "v1.0.0")
     await storage.delete(MOD, "v1.1.0")
     assert await storage.deletions() not in (start, after_one)
+
+
+# -- go.mod-only versions: what the go command fetched for its module graph without the zip --
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_go_mod_only_version_serves_go_mod_and_info_and_nothing_else(storage):
+    assert await storage.save_mod(MOD, "v1.0.0", gomod(MOD), info("v1.0.0")) is True
+    assert await storage.go_mod(MOD, "v1.0.0") == gomod(MOD)
+    assert await storage.info(MOD, "v1.0.0") == info("v1.0.0")
+    with pytest.raises(NotFound):
+        await storage.zip(MOD, "v1.0.0")
+    assert not await storage.exists(MOD, "v1.0.0")
+    assert await storage.list(MOD) == []
+    assert (await storage.catalog("", 10)).items == []
+    with pytest.raises(NotFound):
+        await storage.last_used(MOD, "v1.0.0")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_go_mod_only_version_gains_its_info_once_and_never_changes(storage):
+    assert await storage.save_mod(MOD, "v1.0.0", gomod(MOD), None) is True
+    with pytest.raises(NotFound):
+        await storage.info(MOD, "v1.0.0")
+    assert await storage.save_mod(MOD, "v1.0.0", gomod(MOD), None) is False
+    assert await storage.save_mod(MOD, "v1.0.0", gomod(MOD), info("v1.0.0")) is True
+    assert await storage.info(MOD, "v1.0.0") == info("v1.0.0")
+    assert await storage.save_mod(MOD, "v1.0.0", b"module other\n", b'{"Version":"v1.0.0"}') is False
+    assert await storage.go_mod(MOD, "v1.0.0") == gomod(MOD)
+    assert await storage.info(MOD, "v1.0.0") == info("v1.0.0")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_save_completes_a_go_mod_only_version(storage):
+    await storage.save_mod(MOD, "v1.0.0", gomod(MOD), None)
+    assert await save(storage, MOD, "v1.0.0", b"the zip") is True
+    assert await storage.exists(MOD, "v1.0.0")
+    assert await storage.list(MOD) == ["v1.0.0"]
+    assert await read_zip(storage, MOD, "v1.0.0") == (7, b"the zip")
+    assert await storage.info(MOD, "v1.0.0") == info("v1.0.0")
+    assert await storage.go_mod(MOD, "v1.0.0") == gomod(MOD)
+    assert (await storage.catalog("", 10)).items == [ModuleVersion(MOD, "v1.0.0")]
+    assert await save(storage, MOD, "v1.0.0", b"again") is False
+    assert await storage.save_mod(MOD, "v1.0.0", gomod(MOD), info("v1.0.0")) is False
+
+
+@pytest_twisted.ensureDeferred
+async def test_completing_keeps_the_stored_info(storage):
+    stored_info = json.dumps({"Version": "v1.0.0", "Time": "2020-01-01T00:00:00Z"}).encode()
+    await storage.save_mod(MOD, "v1.0.0", gomod(MOD), stored_info)
+    assert await save(storage, MOD, "v1.0.0") is True
+    assert await storage.info(MOD, "v1.0.0") == stored_info
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_save_with_another_go_mod_is_refused_and_changes_nothing(storage):
+    await storage.save_mod(MOD, "v1.0.0", gomod(MOD), None)
+    with pytest.raises(ModChanged):
+        await storage.save(MOD, "v1.0.0", info("v1.0.0"), b"module evil\n", once(b"zip"))
+    assert await storage.go_mod(MOD, "v1.0.0") == gomod(MOD)
+    assert not await storage.exists(MOD, "v1.0.0")
+    with pytest.raises(NotFound):
+        await storage.zip(MOD, "v1.0.0")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_completion_leaves_the_go_mod_only_version(storage):
+    await storage.save_mod(MOD, "v1.0.0", gomod(MOD), None)
+    with pytest.raises(Boom):
+        await storage.save(MOD, "v1.0.0", info("v1.0.0"), gomod(MOD), pattern(b"x", 3 << 20, fail_at=1 << 20))
+    assert await storage.go_mod(MOD, "v1.0.0") == gomod(MOD)
+    assert not await storage.exists(MOD, "v1.0.0")
+    with pytest.raises(NotFound):
+        await storage.info(MOD, "v1.0.0")
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_completions_one_wins(storage):
+    await storage.save_mod(MOD, "v1.0.0", gomod(MOD), None)
+    size = 2 << 20
+    seeds = [b"completer-%d" % i for i in range(3)]
+    results = await gatherResults([
+        storage.save(MOD, "v1.0.0", info("v1.0.0"), gomod(MOD), pattern(seed, size, chunk=256 << 10, yield_every=1))
+        for seed in seeds
+    ])
+    assert sorted(results) == [False, False, True]
+    blob = await storage.zip(MOD, "v1.0.0")
+    h = hashlib.sha256()
+    async for chunk in blob.chunks():
+        h.update(chunk)
+    blob.close()
+    assert h.hexdigest() == pattern_digest(seeds[results.index(True)], size, chunk=256 << 10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_removes_a_go_mod_only_version(storage):
+    start = await storage.deletions()
+    await storage.save_mod(MOD, "v1.0.0", gomod(MOD), info("v1.0.0"))
+    await storage.delete(MOD, "v1.0.0")
+    await assert_absent(storage, MOD, "v1.0.0")
+    assert await storage.deletions() != start
+    with pytest.raises(NotFound):
+        await storage.delete(MOD, "v1.0.0")

@@ -51,13 +51,27 @@ async def test_what_we_write_is_athens_layout(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_an_incomplete_directory_is_invisible_and_replaced_by_a_save(tmp_path):
-    athens_write(tmp_path, MOD, "v1.0.0", files=("go.mod", "{v}.info"))  # no source.zip: a crashed writer
+    athens_write(tmp_path, MOD, "v1.0.0", files=("go.mod", "source.zip"))  # no .info: a crashed writer
     storage = DiskStorage(tmp_path)
     assert await storage.list(MOD) == []
     assert not await storage.exists(MOD, "v1.0.0")
     assert await storage.save(MOD, "v1.0.0", b"{}", b"module x\n", once(b"whole"))
     assert await storage.go_mod(MOD, "v1.0.0") == b"module x\n"
     assert await storage.list(MOD) == ["v1.0.0"]
+    blob = await storage.zip(MOD, "v1.0.0")
+    assert b"".join([c async for c in blob.chunks()]) == b"whole"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_directory_without_a_zip_is_a_go_mod_only_version(tmp_path):
+    athens_write(tmp_path, MOD, "v1.0.0", files=("go.mod",))
+    storage = DiskStorage(tmp_path)
+    assert await storage.go_mod(MOD, "v1.0.0") == f"go.mod of {MOD}@v1.0.0".encode()
+    assert not await storage.exists(MOD, "v1.0.0")
+    assert await storage.save(MOD, "v1.0.0", b"{}", f"go.mod of {MOD}@v1.0.0".encode(), once(b"zip"))
+    vdir = tmp_path / "github.com" / "Owner" / "Repo" / "v1.0.0"
+    assert sorted(os.listdir(vdir)) == ["go.mod", "source.zip", "v1.0.0.info"]
+    assert not os.listdir(tmp_path / TMP_DIR)
 
 
 @pytest_twisted.ensureDeferred
@@ -152,3 +166,75 @@ async def deferLater_(seconds: float) -> None:
     from twisted.internet.task import deferLater
 
     await deferLater(reactor, seconds, lambda: None)
+
+
+SAVER = r'''
+import sys
+from twisted.internet import task
+from athens.storage.disk import DiskStorage
+from tests.streams import pattern
+
+async def main(reactor, root, mode):
+    storage = DiskStorage(root)
+    module = "example.com/killed"
+    if mode == "complete":  # completing a go.mod-only version: the zip is linked in last
+        await storage.save_mod(module, "v1.0.0", b"module killed\n", None)
+    print("saving", flush=True)
+    await storage.save(module, "v1.0.0", b'{"Version":"v1.0.0"}', b"module killed\n",
+                       pattern(b"k", 32 << 20, chunk=256 << 10, yield_every=1))
+    print("saved", flush=True)
+
+task.react(lambda reactor: __import__("twisted.internet.defer").internet.defer.ensureDeferred(
+    main(reactor, sys.argv[1], sys.argv[2])))
+'''
+
+
+@pytest.mark.parametrize("mode", ["new", "complete"])
+@pytest_twisted.ensureDeferred
+async def test_kill_9_during_a_save_leaves_the_version_whole_or_absent(tmp_path, mode):
+    """Atomicity under a crash: kill -9 at many points of a save; every time the store is consistent."""
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+
+    from twisted.internet.threads import deferToThread
+
+    from tests.daemon import source_env
+    from tests.streams import pattern_digest
+
+    script = tmp_path / "saver.py"
+    script.write_text(SAVER)
+
+    def kill_a_save(root, delay: float) -> None:
+        child = subprocess.Popen([sys.executable, str(script), str(root), mode], stdout=subprocess.PIPE,
+                                 env=source_env())
+        assert child.stdout.readline() == b"saving\n"
+        time.sleep(delay)  # a different point of the save each round (0 s: at once)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+
+    outcomes = set()
+    module, version = "example.com/killed", "v1.0.0"
+    for round_ in range(8):
+        root = tmp_path / f"store{round_}"
+        await deferToThread(kill_a_save, root, 0.03 * round_)
+        storage = DiskStorage(root)
+        vdir = root / "example.com" / "killed" / version
+        if await storage.exists(module, version):
+            outcomes.add("whole")
+            blob = await storage.zip(module, version)
+            digest = hashlib.sha256(b"".join([c async for c in blob.chunks()])).hexdigest()
+            assert digest == pattern_digest(b"k", 32 << 20, chunk=256 << 10)
+            assert await storage.list(module) == [version]
+        else:
+            outcomes.add("absent")
+            assert await storage.list(module) == []
+            assert not (vdir / "source.zip").exists()
+            if mode == "complete":  # the go.mod-only version is still what it was
+                assert await storage.go_mod(module, version) == b"module killed\n"
+            # and the next save stores it whole
+            assert await storage.save(module, version, b'{"Version":"v1.0.0"}', b"module killed\n", once(b"whole"))
+            assert await storage.exists(module, version)
+    assert "absent" in outcomes  # the kill did land mid-save
