@@ -20,13 +20,13 @@ import attrs
 from athens.athenskeys import ENV_VARS as ATHENS_ENV_VARS
 from athens.athenskeys import is_athens_key
 
-STORAGE_TYPES = ("memory", "disk", "redis", "postgres", "s3", "minio")
+STORAGE_TYPES = ("memory", "disk", "redis", "postgres", "s3", "minio", "gcp", "azureblob")
 SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
 #: Athens' IndexType values ("" is "none" there); every one but "none" is answered from the store here.
 INDEX_TYPES = {"": "none", "none": "none", "memory": "memory", "mysql": "mysql", "postgres": "postgres",
                "storage": "storage"}
 #: Athens storage types this proxy does not implement: named so the error can say so.
-ATHENS_ONLY_STORAGE = ("mongo", "gcp", "azureblob", "external")
+ATHENS_ONLY_STORAGE = ("mongo", "external")
 LOG_LEVELS = {
     "trace": "debug",
     "debug": "debug",
@@ -140,6 +140,16 @@ class Config:
     sentinel_db: int = 0
     etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
     prefetch_endpoint: bool = False
+    # -- Google Cloud Storage and Azure Blob (StorageType gcp, azureblob) --
+    gcp_project: str = ""
+    gcp_bucket: str = ""
+    gcp_json_key: str = attrs.field(default="", repr=False)
+    azure_account_name: str = ""
+    azure_account_key: str = attrs.field(default="", repr=False)
+    azure_managed_identity_resource_id: str = ""
+    azure_credential_scope: str = ""
+    azure_container_name: str = ""
+    azure_endpoint: str = ""
 
     @property
     def private_patterns(self) -> tuple[str, ...]:
@@ -444,6 +454,21 @@ KEYS: tuple[Key, ...] = (
         "sentinel_password", _string),
     Key(("PrefetchEndpoint",), ("ATHENS_PREFETCH_ENDPOINT",), "prefetch_endpoint", _bool),
     Key(("SingleFlight", "Etcd", "Endpoints"), ("ATHENS_ETCD_ENDPOINTS",), "etcd_endpoints", _string_list(",")),
+    # -- Google Cloud Storage and Azure Blob: Athens' names (ProjectID is accepted and unused, as the bucket
+    # exists already); Storage.AzureBlob.Endpoint / ATHENS_AZURE_ENDPOINT are ours (Athens has no emulator
+    # setting); Athens' TOML decoder ignores case, and its config.dev.toml spells ManagedIdentityResourceId --
+    Key(("Storage", "GCP", "ProjectID"), ("GOOGLE_CLOUD_PROJECT",), "gcp_project", _string),
+    Key(("Storage", "GCP", "Bucket"), ("ATHENS_STORAGE_GCP_BUCKET",), "gcp_bucket", _string),
+    Key(("Storage", "GCP", "JSONKey"), ("ATHENS_STORAGE_GCP_JSON_KEY",), "gcp_json_key", _string),
+    Key(("Storage", "AzureBlob", "AccountName"), ("ATHENS_AZURE_ACCOUNT_NAME",), "azure_account_name", _string),
+    Key(("Storage", "AzureBlob", "AccountKey"), ("ATHENS_AZURE_ACCOUNT_KEY",), "azure_account_key", _string),
+    Key(("Storage", "AzureBlob", "ManagedIdentityResourceId"), (), "azure_managed_identity_resource_id", _string),
+    Key(("Storage", "AzureBlob", "ManagedIdentityResourceID"), ("ATHENS_AZURE_MANAGED_IDENTITY_RESOURCE_ID",),
+        "azure_managed_identity_resource_id", _string),
+    Key(("Storage", "AzureBlob", "CredentialScope"), ("ATHENS_AZURE_CREDENTIAL_SCOPE",), "azure_credential_scope",
+        _string),
+    Key(("Storage", "AzureBlob", "ContainerName"), ("ATHENS_AZURE_CONTAINER_NAME",), "azure_container_name", _string),
+    Key(("Storage", "AzureBlob", "Endpoint"), ("ATHENS_AZURE_ENDPOINT",), "azure_endpoint", _url),
 )
 
 def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from athens.config import Config, ConfigError
+from athens.storage.bucket import IBucket
 from athens.storage.interface import IStorage
 
 
@@ -34,6 +35,14 @@ def open_storage(config: Config, reactor: Any = None) -> IStorage:
         return PostgresStorage.connect(config.postgres_url, reactor, config.postgres_max_connections)
     if config.storage_type in ("s3", "minio"):
         return _object_storage(config, reactor)
+    if config.storage_type == "gcp":
+        from athens.storage.gcs import GCSBucket, GCSSettings
+
+        return _objects(lambda r: GCSBucket(GCSSettings.from_config(config), r), reactor)
+    if config.storage_type == "azureblob":
+        from athens.storage.azure import AzureBucket, AzureSettings
+
+        return _objects(lambda r: AzureBucket(AzureSettings.from_config(config), r), reactor)
     raise ConfigError(f"StorageType: {config.storage_type!r} is not supported")
 
 
@@ -71,3 +80,12 @@ def storage_redis(config: Config) -> Any:
         return connect(endpoint, password, timeout=config.lock_timeout)
     except ValueError as e:
         raise ConfigError(f"Storage.Redis.Endpoint: {e}") from None
+
+
+def _objects(bucket: Callable[[Any], IBucket], reactor: Any) -> IStorage:
+    """Athens' object layout (``<module>/@v/<version>.info``...) on a bucket client."""
+    from athens.storage.objects import ObjectStorage
+
+    if reactor is None:
+        from twisted.internet import reactor
+    return ObjectStorage(bucket(reactor), reactor=reactor)

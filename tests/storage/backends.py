@@ -50,6 +50,23 @@ def s3(request: Any, tmp_path: Any) -> Iterator[IStorage]:
         yield ObjectStorage(bucket)
 
 
+def gcs(request: Any, tmp_path: Any) -> Iterator[IStorage]:
+    """Athens' object layout on fake-gcs-server; a fresh bucket per test, uploads in the default 8 MiB pieces."""
+    from athens.storage.gcs import GCSSettings
+    from tests.storage.buckets import gcs as gcs_bucket
+
+    for bucket in gcs_bucket(request, tmp_path, GCSSettings("-").chunk_size):
+        yield ObjectStorage(bucket)
+
+
+def azureblob(request: Any, tmp_path: Any) -> Iterator[IStorage]:
+    """Athens' object layout on Azurite (shared-key signatures checked); a fresh container per test."""
+    from tests.storage.buckets import azureblob as azure_bucket
+
+    for bucket in azure_bucket(request, tmp_path):
+        yield ObjectStorage(bucket)
+
+
 def redis(request: Any, tmp_path: Any) -> Iterator[IStorage]:
     """A real redis-server; each test gets a key prefix of its own."""
     server = request.getfixturevalue("redis_server")
@@ -79,4 +96,6 @@ BACKENDS: dict[str, Callable[[Any, Any], Iterator[IStorage]]] = {
     "redis": redis,
     "postgres": postgres,
     "s3": s3,
+    "gcs": gcs,
+    "azureblob": azureblob,
 }

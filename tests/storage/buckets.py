@@ -13,12 +13,41 @@ from typing import Any, Callable, Iterator
 
 import pytest_twisted
 
+from athens.storage.azure import AzureBucket, AzureSettings
 from athens.storage.bucket import IBucket
+from athens.storage.gcs import GCSBucket, GCSSettings
 from athens.storage.memorybucket import MemoryBucket
+from tests.objectservers import AZURITE_ACCOUNT, AZURITE_KEY
 
 
 def memory(request: Any, tmp_path: Any) -> Iterator[IBucket]:
     yield MemoryBucket()
+
+
+def azureblob(request: Any, tmp_path: Any) -> Iterator[IBucket]:
+    """Azurite, a container of its own per test; small blocks so that uploads take several."""
+    from twisted.internet import reactor
+
+    server = request.getfixturevalue("azurite")
+    settings = AzureSettings(AZURITE_ACCOUNT, server.create_container(), AZURITE_KEY, endpoint=server.endpoint,
+                             timeout=30, block_size=1 << 20)
+    bucket = AzureBucket(settings, reactor)
+    yield bucket
+    pytest_twisted.blockon(bucket.close())
+
+
+def gcs(request: Any, tmp_path: Any, chunk_size: int = 1 << 20) -> Iterator[IBucket]:
+    """
+    fake-gcs-server, a bucket of its own per test; small pieces so that uploads take many.  (The
+    emulator copies the whole session at every piece, so large objects use the default size.)
+    """
+    from twisted.internet import reactor
+
+    server = request.getfixturevalue("fake_gcs")
+    settings = GCSSettings(server.create_bucket(), emulator=server.endpoint, timeout=30, chunk_size=chunk_size)
+    bucket = GCSBucket(settings, reactor)
+    yield bucket
+    pytest_twisted.blockon(bucket.close())
 
 
 def s3(request: Any, tmp_path: Any) -> Iterator[IBucket]:
@@ -48,5 +77,7 @@ def new_s3_bucket(server: Any, **settings: Any) -> Any:
 
 BUCKETS: dict[str, Callable[[Any, Any], Iterator[IBucket]]] = {
     "memory": memory,
+    "azureblob": azureblob,
+    "gcs": gcs,
     "s3": s3,
 }
