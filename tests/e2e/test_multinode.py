@@ -1,4 +1,4 @@
-"""Real daemons sharing one store and one lock (Redis or etcd): one origin fetch, identical bytes."""
+"""Real daemons sharing one store (Redis, PostgreSQL, S3) and one lock (Redis or etcd): one origin fetch, identical bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import pytest
 
 from tests.daemon import start_daemon
 from tests.e2e.conftest import CONCURRENT, MONO_SUB, fetcher_env, stop_cleanly
+from tests.e2e.conftest import SIMPLE, UPPER
 from tests.e2e.test_fill import download, fetches, get
+from tests.e2e.test_s3 import s3_environ
+from tests.servers import s3_request
 
 pytestmark = pytest.mark.e2e
 
@@ -68,6 +71,17 @@ def postgres_nodes(tmp_path, e2e, redis_server, postgres_server):
 
 
 @pytest.fixture
+def s3_nodes(tmp_path, e2e, redis_server, seaweedfs_server):
+    bucket = f"multi{uuid.uuid4().hex}"
+    assert s3_request(seaweedfs_server, "PUT", "/" + bucket)[0] == 200
+    nodes = start_nodes(tmp_path, e2e, {**s3_environ(seaweedfs_server, bucket),
+                                        "ATHENS_REDIS_ENDPOINT": redis_server.endpoint})
+    yield nodes
+    for node in nodes:
+        stop_cleanly(node)
+
+
+@pytest.fixture
 def etcd_nodes(tmp_path, e2e, redis_server, etcd_server):
     nodes = start_nodes(tmp_path, e2e, {"ATHENS_STORAGE_TYPE": "redis", "ATHENS_REDIS_ENDPOINT": redis_server.endpoint,
                                         "ATHENS_SINGLE_FLIGHT_TYPE": "etcd",
@@ -100,3 +114,22 @@ def test_three_nodes_on_postgres_with_the_redis_lock_fetch_once(postgres_nodes, 
     check_one_fetch(postgres_nodes, results, f"{MONO_SUB}@v1.1.0")
     got, _ = download(tmp_path / "client", postgres_nodes[2], f"{MONO_SUB}@v1.1.0")
     assert got[f"{MONO_SUB}@v1.1.0"]["Sum"] == e2e.direct[f"{MONO_SUB}@v1.1.0"]["Sum"]
+
+
+def test_three_nodes_on_s3_with_the_redis_lock_fetch_once(s3_nodes, e2e, tmp_path):
+    results = concurrent_cold_requests(s3_nodes, f"/{CONCURRENT}/@v/v1.0.0.zip")
+    check_one_fetch(s3_nodes, results, f"{CONCURRENT}@v1.0.0")
+    # three go commands at once, one through each node, all wanting the same cold versions
+    targets = [f"{SIMPLE}@v1.1.0", f"{UPPER}@v1.0.0", f"{MONO_SUB}@v1.1.0", f"{CONCURRENT}@v1.0.0"]
+    with ThreadPoolExecutor(len(s3_nodes)) as pool:
+        downloads = list(pool.map(lambda node: download(tmp_path / node.log.parent.name, node, *targets)[0],
+                                  s3_nodes))
+    for got in downloads:
+        assert sorted(got) == sorted(targets)
+        for key in targets:
+            assert got[key]["Sum"] == e2e.direct[key]["Sum"], key
+            assert got[key]["GoModSum"] == e2e.direct[key]["GoModSum"], key
+    for key in targets:
+        assert sum(fetches(node, key) for node in s3_nodes) == 1, (key, [fetches(node, key) for node in s3_nodes])
+    with urllib.request.urlopen(s3_nodes[1].url + "/version") as r:
+        assert json.loads(r.read())["storage"] == "s3"
