@@ -2,10 +2,10 @@
 """
 Cache-hit throughput of a running daemon, per storage backend.
 
-    python benchmarks/cache_hits.py [--storages disk,redis,postgres] [--seconds 10] [--zip-mib 100]
+    python benchmarks/cache_hits.py [--storages disk,redis,postgres,s3] [--seconds 10] [--zip-mib 100]
 
 For each storage, starts `twistd -n athens` on a seeded store (Redis and
-PostgreSQL servers are started on free loopback ports) and prints requests
+PostgreSQL servers and SeaweedFS' S3 gateway are started on free loopback ports) and prints requests
 per second for `.info` and `.mod`, MB/s for a large `.zip`, and the daemon's
 peak RSS, side by side.  Load comes from `wrk` when it is installed, else
 from a Python generator in a separate process.  Not part of the test run.
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.daemon import peak_rss_mib, source_env, start_daemon  # noqa: E402
-from tests.servers import start_postgres, start_redis  # noqa: E402
+from tests.servers import s3_request, start_postgres, start_redis, start_seaweedfs  # noqa: E402
 
 MODULE = "example.com/bench/lib"
 BIG = "example.com/bench/big"
@@ -59,6 +59,13 @@ def storage_env(kind: str, tmp: Path, servers: list) -> dict[str, str]:
         server = start_postgres()
         servers.append(server)
         return {"ATHENS_STORAGE_TYPE": "postgres", "ATHENS_STORAGE_POSTGRES_URL": server.url}
+    if kind == "s3":
+        server = start_seaweedfs()
+        servers.append(server)
+        assert s3_request(server, "PUT", "/bench")[0] == 200
+        return {"ATHENS_STORAGE_TYPE": "s3", "AWS_REGION": "us-east-1", "ATHENS_S3_BUCKET_NAME": "bench",
+                "AWS_ACCESS_KEY_ID": server.key, "AWS_SECRET_ACCESS_KEY": server.secret,
+                "AWS_ENDPOINT": server.endpoint, "AWS_FORCE_PATH_STYLE": "true"}
     raise SystemExit(f"unknown storage {kind!r}")
 
 

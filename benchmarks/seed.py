@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import AsyncIterator
 
 from twisted.internet.defer import ensureDeferred
@@ -25,19 +26,25 @@ async def pattern(size: int) -> AsyncIterator[bytes]:
         yield piece
 
 
-async def seed(reactor: object, versions: list[tuple[str, str, int]]) -> None:
+async def seed(reactor: object, versions: list[tuple[str, str, int]], report: bool = False) -> None:
     storage = open_storage(load(None), reactor)
     try:
         for module, version, size in versions:
             info = json.dumps({"Version": version, "Time": "2024-01-02T03:04:05Z"}).encode()
+            start = time.monotonic()
             await storage.save(module, version, info, f"module {module}\n\ngo 1.21\n".encode(), pattern(size))
+            if report:  # (read by storage.py: the save's own time, not the process's start-up)
+                print(f"saved {module} {version} {size} {time.monotonic() - start:.6f}", flush=True)
     finally:
         await storage.close()
 
 
 def main() -> None:
-    versions = [(m, v, int(s)) for m, v, s in (arg.split(",") for arg in sys.argv[1:])]
-    react(lambda reactor: ensureDeferred(seed(reactor, versions)))
+    """``module,version,size`` ...; ``--report``: print each save's size and seconds."""
+    args = sys.argv[1:]
+    report = "--report" in args
+    versions = [(m, v, int(s)) for m, v, s in (arg.split(",") for arg in args if arg != "--report")]
+    react(lambda reactor: ensureDeferred(seed(reactor, versions, report)))
 
 
 if __name__ == "__main__":
