@@ -78,6 +78,7 @@ class Config:
     fill_after_client_leaves: bool = True
     validator_hook: str = ""
     robots_file: str = ""
+    home_template_path: str = "/var/lib/athens/home.html"
     basic_auth_user: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -307,6 +308,7 @@ KEYS: tuple[Key, ...] = (
     Key(("FillAfterClientLeaves",), ("ATHENS_FILL_AFTER_CLIENT_LEAVES",), "fill_after_client_leaves", _bool),
     Key(("ClientIdleTimeout",), ("ATHENS_CLIENT_IDLE_TIMEOUT",), "client_idle_timeout", _positive_int),
     Key(("RobotsFile",), ("ATHENS_ROBOTS_FILE",), "robots_file", _path),
+    Key(("HomeTemplatePath",), ("ATHENS_HOME_TEMPLATE_PATH",), "home_template_path", _path),
     Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),
     Key(("TLSCertFile",), ("ATHENS_TLSCERT_FILE",), "tls_cert_file", _path),
     Key(("TLSKeyFile",), ("ATHENS_TLSKEY_FILE",), "tls_key_file", _path),

@@ -36,6 +36,7 @@ from athens.web.accesslog import AccessLog
 from athens.web.answers import LIST_REPLAY
 from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
+from athens.web.status import ClientSettings, StatusPage
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 from athens.web.validator import ValidatorHook
 from athens.workers import AdoptedPort, WorkerSupervisor
@@ -153,11 +154,15 @@ class AthensService(MultiService):
         #: One of the daemon's worker processes: it logs nothing the daemon itself says.
         self.is_worker = False
         self.cached = CachedStorage(storage, reactor.seconds)
+        # The status page counts the store itself (the LRU in front would hide the backend's own count).
+        home = StatusPage(storage, reactor, self.metrics,
+                          ClientSettings.from_config(config, workers=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))),
+                          config.home_template_path, fills=lambda: self.origin.stash.recent)
         self.site = make_site(self.cached, reactor, self.origin, config.redirect_code,
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
-                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl))
+                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), home=home)
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
         self._deletions: str | None = None

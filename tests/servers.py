@@ -118,6 +118,7 @@ class PostgresServer:
         with open(log, "ab") as out:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
         _wait_port(self.port, self.process, "postgres", log, timeout=60)
+        _wait_accepting(self.url, log)
 
     @property
     def url(self) -> str:
@@ -158,7 +159,25 @@ def start_postgres() -> PostgresServer:
     with open(log, "wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "postgres", log, timeout=60)
-    return PostgresServer(process, port, datadir, user, argv)
+    server = PostgresServer(process, port, datadir, user, argv)
+    _wait_accepting(server.url, log)
+    return server
+
+
+def _wait_accepting(url: str, log: Path, timeout: float = 60) -> None:
+    """The port opens before recovery ends ("the database system is starting up"): wait until a session starts."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(url, connect_timeout=5).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postgres did not accept sessions within {timeout}s:\n"
+                                   f"{log.read_text(errors='replace')}") from None
+            time.sleep(0.05)
 
 
 @attrs.define

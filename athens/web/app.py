@@ -24,6 +24,7 @@ from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text
 from athens.web.site import ProxySite
+from athens.web.status import ClientSettings, StatusPage
 from athens.web.sumdb import SumDBProxy
 from athens.web.validator import ValidatorHook
 
@@ -35,11 +36,14 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
-             protocol: ProtocolResource | None = None) -> Klein:
+             protocol: ProtocolResource | None = None, home: StatusPage | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
-    ops = OpsResource(storage, clock, robots, path_prefix)
+    ops = OpsResource(storage, clock, robots)
+    if home is None:
+        home = StatusPage(storage, clock, metrics, ClientSettings(path_prefix),
+                          fills=lambda: origin.stash.recent if origin is not None else ())
     protocol = protocol or ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves,
                                             validator)
 
@@ -64,7 +68,7 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
         return protocol.handle(request, path)
 
-    app.route("/", methods=GET, endpoint="home")(ops.home)
+    app.route("/", methods=GET, endpoint="home")(home.render)
 
     @app.handle_errors(Exception)
     def failed(request: IRequest, failure: Failure) -> bytes:
@@ -82,10 +86,11 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
-                  validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None) -> IResource:
+                  validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
+                  home: StatusPage | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
-                        fill_after_client_leaves, validator, protocol).resource()
+                        fill_after_client_leaves, validator, protocol, home).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if not path_prefix:
@@ -119,7 +124,8 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
-              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY) -> ProxySite:
+              access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
+              home: StatusPage | None = None) -> ProxySite:
     """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
@@ -127,7 +133,7 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
     protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
                                 answers=answers, list_ttl=list_ttl)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
-                             fill_after_client_leaves, validator, protocol)
+                             fill_after_client_leaves, validator, protocol, home)
     hits = None
     if answers is not None:
         authorization = None
