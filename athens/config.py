@@ -79,6 +79,9 @@ class Config:
     validator_hook: str = ""
     robots_file: str = ""
     home_template_path: str = "/var/lib/athens/home.html"
+    trace_exporter: str = ""
+    trace_exporter_url: str = ""
+    trace_sampling_fraction: float = 1.0
     basic_auth_user: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -228,6 +231,16 @@ def _bool(key: str, raw: Any) -> bool:
     raise ConfigError(f"{key}: expected true or false, got {raw!r}")
 
 
+def _fraction(key: str, raw: Any) -> float:
+    try:
+        value = float(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}: expected a fraction from 0 to 1, got {raw!r}")
+    return value
+
+
 def _redirect_code(key: str, raw: Any) -> int:
     try:
         code = int(raw)
@@ -309,6 +322,9 @@ KEYS: tuple[Key, ...] = (
     Key(("ClientIdleTimeout",), ("ATHENS_CLIENT_IDLE_TIMEOUT",), "client_idle_timeout", _positive_int),
     Key(("RobotsFile",), ("ATHENS_ROBOTS_FILE",), "robots_file", _path),
     Key(("HomeTemplatePath",), ("ATHENS_HOME_TEMPLATE_PATH",), "home_template_path", _path),
+    Key(("TraceExporter",), ("ATHENS_TRACE_EXPORTER",), "trace_exporter", _string),
+    Key(("TraceExporterURL",), ("ATHENS_TRACE_EXPORTER_URL",), "trace_exporter_url", _url),
+    Key(("TraceSamplingFraction",), ("ATHENS_TRACE_SAMPLING_FRACTION",), "trace_sampling_fraction", _fraction),
     Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),
     Key(("TLSCertFile",), ("ATHENS_TLSCERT_FILE",), "tls_cert_file", _path),
     Key(("TLSKeyFile",), ("ATHENS_TLSKEY_FILE",), "tls_key_file", _path),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import werkzeug.exceptions
 from klein import Klein
@@ -125,7 +126,7 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
-              home: StatusPage | None = None) -> ProxySite:
+              home: StatusPage | None = None, tracing: Any = None) -> ProxySite:
     """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
@@ -139,5 +140,5 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
         authorization = None
         if basic_auth is not None:
             authorization = b"Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
-        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use)
-    return ProxySite(resource, metrics, idle_timeout, hits=hits, access_log=access_log)
+        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use, tracing=tracing)
+    return ProxySite(resource, metrics, idle_timeout, hits=hits, access_log=access_log, tracing=tracing)

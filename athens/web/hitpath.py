@@ -35,6 +35,8 @@ from athens.web.sendfile import SendFile, send
 MAX_HEAD = 16 << 10
 #: Requests that may carry a body (or switch protocols): only HTTPChannel knows where they end.
 _MAY_HAVE_BODY = re.compile(rb"(?i)content-length|transfer-encoding|upgrade|expect")
+#: Headers that send a request to the full path.
+_NOT_HERE = (b"content-length", b"transfer-encoding", b"expect", b"upgrade")
 
 
 @attrs.define
@@ -50,8 +52,16 @@ class HitPath:
     used: Callable[[str, str], None] = lambda module, version: None
     #: Requests answered here (tests and the curious check which path answered).
     answered: int = 0
+    #: :class:`athens.tracing.otel.Tracing` when tracing is on: a span a hit, and a request that continues a
+    #: trace (``traceparent``) goes to the full path, which makes its span a child.
+    tracing: Any = None
+    declined: tuple[bytes, ...] = _NOT_HERE
     _date_second: int = -1
     _date: bytes = b""
+
+    def __attrs_post_init__(self) -> None:
+        if self.tracing is not None:
+            self.declined = _NOT_HERE + (b"traceparent",)
 
     def date(self, now: float) -> bytes:
         second = int(now)
@@ -159,6 +169,7 @@ class HitChannel(Protocol):
             return False
         given_id = agent = authorization = connection = None
         host = False
+        declined = self.hits.declined
         for header in rest.split(b"\r\n"):
             name, colon, value = header.partition(b":")
             if not colon or name != name.strip():
@@ -177,7 +188,7 @@ class HitChannel(Protocol):
                 authorization = value
             elif name == b"connection":
                 connection = value
-            elif name in (b"content-length", b"transfer-encoding", b"expect", b"upgrade"):
+            elif name in declined:
                 return False
         if version == b"HTTP/1.1" and not host:
             return False
@@ -240,6 +251,9 @@ class _Ending:
                                     self.agent.decode("ascii", "replace") if self.agent else "-", answer.module,
                                     answer.version, broken))
         hits.metrics.served_hit(answer.endpoint, 200, sent)
+        if hits.tracing is not None:
+            hits.tracing.hit(self.method, self.target, self.request_id, self.arrived, sent, answer.module,
+                             answer.version, broken)
         if broken:
             return
         self.channel._after(self.keep)
