@@ -1,6 +1,6 @@
 """
 ``athens-admin``: operator commands that work on a store directly
-(import, list, verify, delete, gc, copy).
+(import, list, verify, delete, gc, copy, prefetch, vulndb).
 
 The daemon need not run; the storage is opened from the same configuration
 (file, ``ATHENS_*`` variables, options) the daemon uses.
@@ -11,46 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import IO, Sequence
+from typing import Sequence
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
+from twisted.internet.threads import deferToThread
 
 from athens import __version__
-from athens.config import STORAGE_TYPES, ConfigError, load
-from athens.importer import Report, import_cache
+from athens.config import STORAGE_TYPES, Config, ConfigError, load
+from athens.importer import import_cache
 from athens.maintenance import everything, verify_version
 from athens.module import InvalidInput, check_path, check_version
 from athens.modzip import InvalidZip
+from athens.progress import ProgressBar
+from athens.prefetch import JOBS, Outcome, Result, prefetch
 from athens.storage.factory import open_storage
 from athens.storage.interface import IStorage, NotFound, StorageError
-
-
-class ProgressBar:
-    """A one-line bar on a terminal; a line every 10% elsewhere (CI logs)."""
-
-    def __init__(self, stream: IO[str], width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.tty = stream.isatty()
-        self.last_decile = -1
-
-    def __call__(self, done: int, total: int, report: Report, current: str) -> None:
-        self.step(done, total, f"imported {len(report.imported)} refused {len(report.refused)}", current)
-
-    def step(self, done: int, total: int, summary: str, current: str) -> None:
-        fraction = done / total if total else 1.0
-        counts = f"{done}/{total} {summary}"
-        if self.tty:
-            filled = int(fraction * self.width)
-            bar = "#" * filled + "-" * (self.width - filled)
-            self.stream.write(f"\r[{bar}] {counts} {current[:60]:<60}")
-            if done == total:
-                self.stream.write("\n")
-        elif int(fraction * 10) > self.last_decile:
-            self.last_decile = int(fraction * 10)
-            self.stream.write(f"{int(fraction * 100):3d}% {counts}\n")
-        self.stream.flush()
+from athens.vulndb import admin as vulndb_admin
+from athens.wanted import Wanted, read_wanted
 
 
 def parser() -> argparse.ArgumentParser:
@@ -66,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
         description="Validates every version (path, .info, zip rules, recorded hash) and skips bad ones.",
     )
     imp.add_argument("cache", help="GOMODCACHE directory (or its cache/download)")
+    vulndb_admin.add_parser(sub)
     sub.add_parser("list", help="list the cached module versions (module version, a line each)")
     sub.add_parser("verify", help="recompute every zip's h1: hash and check the module zip rules (go.sum lines out)")
     delete = sub.add_parser("delete", help="delete module versions from the cache")
@@ -77,6 +56,15 @@ def parser() -> argparse.ArgumentParser:
     copy.add_argument("--to-config", help="TOML configuration naming the target storage")
     copy.add_argument("--to-storage", choices=STORAGE_TYPES, help="target storage type")
     copy.add_argument("--to-storage-root", help="target disk storage directory")
+    pre = sub.add_parser(
+        "prefetch", help="fill the store with every module version a build needs (go.sum, go.mod, or a list)",
+        description="Reads go.sum (zips, and /go.mod lines as go.mod-only versions), go.mod (its requirements) or "
+                    "lines of 'path version' / 'path@version' (go list -m all), and fetches what the store lacks "
+                    "through the configured origin, several at once. Exit status 1 if any failed.")
+    pre.add_argument("files", nargs="+", metavar="FILE", help="go.sum, go.mod or a list of module versions")
+    pre.add_argument("--jobs", "-j", type=int, default=JOBS, help=f"versions fetched at once (default {JOBS})")
+    pre.add_argument("--verify", action="store_true",
+                     help="also check zips already stored against go.sum's hashes (reads them all)")
     return p
 
 
@@ -174,7 +162,57 @@ async def _gc(args: argparse.Namespace, storage: IStorage) -> int:
     return 0
 
 
-COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy, "gc": _gc}
+async def _prefetch(args: argparse.Namespace, storage: IStorage, config: Config) -> int:
+    from twisted.internet import reactor
+
+    from athens.service import build_origin
+
+    if args.jobs < 1:
+        print("athens-admin prefetch: --jobs must be 1 or more", file=sys.stderr)
+        return 2
+    wanted: dict[str, Wanted] = {}
+    unreadable: list[str] = []
+    for name in args.files:
+        try:
+            text = await deferToThread(_read_text, name)
+        except (OSError, UnicodeDecodeError) as e:
+            print(f"athens-admin prefetch: {name}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+            return 2
+        found, errors = read_wanted(name, text)
+        unreadable += errors
+        for item in found:
+            before = wanted.get(str(item))
+            wanted[str(item)] = item if before is None or item.whole or not before.whole else before
+    origin = build_origin(config, storage, reactor)
+    bar = ProgressBar(sys.stderr)
+    counts: dict[Result, int] = {}
+
+    def progress(done: int, total: int, outcome: Outcome) -> None:
+        counts[outcome.result] = counts.get(outcome.result, 0) + 1
+        if outcome.result is Result.FAILED:
+            bar.note(outcome.line())
+        bar.step(done, total, ", ".join(f"{r.value} {n}" for r, n in counts.items()), str(outcome.wanted))
+
+    try:
+        report = await prefetch(origin, list(wanted.values()), args.jobs, progress, args.verify)
+    finally:
+        bar.close()
+        if origin.http_pool is not None:
+            await origin.http_pool.closeCachedConnections()
+        if origin.stash.lock is not None:
+            await origin.stash.lock.close()
+    report.unreadable += unreadable
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _read_text(name: str) -> str:
+    with open(name, encoding="utf-8") as f:
+        return f.read(64 << 20)
+
+
+COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy, "gc": _gc,
+            "vulndb": vulndb_admin.run}
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -183,6 +221,8 @@ async def _run(args: argparse.Namespace) -> int:
     config = load(args.config, overrides={"storage_type": args.storage, "disk_root": args.storage_root})
     storage = open_storage(config, reactor)
     try:
+        if args.command == "prefetch":  # it fills from the origin: it needs the whole configuration
+            return await _prefetch(args, storage, config)
         return await COMMANDS[args.command](args, storage)
     finally:
         await storage.close()

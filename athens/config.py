@@ -21,7 +21,7 @@ from athens.athenskeys import ENV_VARS as ATHENS_ENV_VARS
 from athens.athenskeys import is_athens_key
 
 STORAGE_TYPES = ("memory", "disk", "redis", "postgres")
-SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel")
+SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
 #: Athens storage types this proxy does not implement: named so the error can say so.
 ATHENS_ONLY_STORAGE = ("mongo", "s3", "gcp", "minio", "azureblob", "external")
 LOG_LEVELS = {
@@ -85,10 +85,21 @@ class Config:
     basic_auth_user: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    force_ssl: bool = False
+    #: ``prometheus`` serves ``/metrics``; empty turns it off (Athens' names).
+    stats_exporter: str = "prometheus"
+    #: Requests to upstream proxies in flight at once, per upstream (Athens: protocol operations at once).
+    protocol_workers: int = 30
     basic_auth_pass: str = attrs.field(default="", repr=False)
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
     verify_checksums: bool = True
+    # -- the vulnerability database and its policy --
+    vulndb_url: str = "https://vuln.go.dev"
+    vulndb_refresh: int = 3600
+    vuln_policy: str = "off"
+    vuln_policy_patterns: tuple[str, ...] = ()
+    vuln_policy_ignore: tuple[str, ...] = ()
     # -- shared storage and single-flight across nodes --
     redis_storage_endpoint: str = ""
     redis_storage_password: str = attrs.field(default="", repr=False)
@@ -104,6 +115,9 @@ class Config:
     sentinel_endpoints: tuple[str, ...] = ("127.0.0.1:26379",)
     sentinel_master: str = "redis-1"
     sentinel_password: str = attrs.field(default="", repr=False)
+    sentinel_db: int = 0
+    etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    prefetch_endpoint: bool = False
 
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
@@ -146,8 +160,12 @@ def _positive_int(key: str, raw: Any) -> int:
     except (TypeError, ValueError):
         value = None
     if value is None or value <= 0:
-        raise ConfigError(f"{key}: expected a positive whole number of seconds, got {raw!r}")
+        raise ConfigError(f"{key}: expected a positive whole number, got {raw!r}")
     return value
+
+
+def _non_negative_int(key: str, raw: Any) -> int:
+    return 0 if raw in (0, "0") else _positive_int(key, raw)
 
 
 def _port(key: str, raw: Any) -> str:
@@ -241,6 +259,13 @@ def _fraction(key: str, raw: Any) -> float:
     return value
 
 
+def _stats_exporter(key: str, raw: Any) -> str:
+    value = _string(key, raw)
+    if value not in ("prometheus", ""):
+        raise ConfigError(f"{key}: {value!r} is not supported here: \"prometheus\" (/metrics) or \"\" (off)")
+    return value
+
+
 def _redirect_code(key: str, raw: Any) -> int:
     try:
         code = int(raw)
@@ -256,6 +281,12 @@ def _url(key: str, raw: Any) -> str:
     if value and not re.match(r"^https?://[^\s/]+", value):
         raise ConfigError(f"{key}: {raw!r} is not an http(s) URL")
     return value
+
+
+def _vulndb_url(key: str, raw: Any) -> str:
+    """An http(s) URL, or ``off`` (or nothing): no upstream, the database only from ``athens-admin vulndb import``."""
+    value = _string(key, raw).strip()
+    return "" if value.lower() in ("", "off", "none") else _url(key, value).rstrip("/")
 
 
 def _path(key: str, raw: Any) -> str:
@@ -328,10 +359,18 @@ KEYS: tuple[Key, ...] = (
     Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),
     Key(("TLSCertFile",), ("ATHENS_TLSCERT_FILE",), "tls_cert_file", _path),
     Key(("TLSKeyFile",), ("ATHENS_TLSKEY_FILE",), "tls_key_file", _path),
+    Key(("ForceSSL",), ("PROXY_FORCE_SSL",), "force_ssl", _bool),
+    Key(("StatsExporter",), ("ATHENS_STATS_EXPORTER",), "stats_exporter", _stats_exporter),
+    Key(("ProtocolWorkers",), ("ATHENS_PROTOCOL_WORKERS",), "protocol_workers", _positive_int),
     Key(("BasicAuthPass",), ("BASIC_AUTH_PASS",), "basic_auth_pass", _string),
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
     Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
+    Key(("VulnDBURL",), ("ATHENS_VULNDB_URL",), "vulndb_url", _vulndb_url),
+    Key(("VulnDBRefresh",), ("ATHENS_VULNDB_REFRESH",), "vulndb_refresh", _positive_int),
+    Key(("VulnPolicy",), ("ATHENS_VULN_POLICY",), "vuln_policy", _choice(("off", "warn", "deny"))),
+    Key(("VulnPolicyPatterns",), ("ATHENS_VULN_POLICY_PATTERNS",), "vuln_policy_patterns", _string_list(",")),
+    Key(("VulnPolicyIgnore",), ("ATHENS_VULN_POLICY_IGNORE",), "vuln_policy_ignore", _string_list(",")),
     Key(("DownloadRedirectCode",), ("ATHENS_DOWNLOAD_REDIRECT_CODE",), "redirect_code", _redirect_code),
     Key(("Storage", "Redis", "Endpoint"), ("ATHENS_STORAGE_REDIS_ENDPOINT",), "redis_storage_endpoint", _string),
     Key(("Storage", "Redis", "Password"), ("ATHENS_STORAGE_REDIS_PASSWORD",), "redis_storage_password", _string),
@@ -341,6 +380,13 @@ KEYS: tuple[Key, ...] = (
         "postgres_max_connections", _positive_int),
     Key(("SingleFlightType",), ("ATHENS_SINGLE_FLIGHT_TYPE",), "single_flight_type", _choice(SINGLE_FLIGHT_TYPES)),
     Key(("SingleFlight", "Redis", "Endpoint"), ("ATHENS_REDIS_ENDPOINT",), "redis_endpoint", _string),
+    # Athens reads these for Sentinel under [SingleFlight.RedisSentinel], from the same variables as Redis
+    # (before the Redis keys here, so that a variable still wins over the file).
+    Key(("SingleFlight", "RedisSentinel", "RedisPassword"), (), "redis_password", _string),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "TTL"), (), "lock_ttl", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "Timeout"), (), "lock_timeout", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "LockConfig", "MaxRetries"), (), "lock_max_retries", _positive_int),
+    Key(("SingleFlight", "RedisSentinel", "DB"), ("ATHENS_REDIS_SENTINEL_DB",), "sentinel_db", _non_negative_int),
     Key(("SingleFlight", "Redis", "Password"), ("ATHENS_REDIS_PASSWORD",), "redis_password", _string),
     Key(("SingleFlight", "Redis", "LockConfig", "TTL"), ("ATHENS_REDIS_LOCK_TTL",), "lock_ttl", _positive_int),
     Key(("SingleFlight", "Redis", "LockConfig", "Timeout"), ("ATHENS_REDIS_LOCK_TIMEOUT",), "lock_timeout",
@@ -353,6 +399,8 @@ KEYS: tuple[Key, ...] = (
         _string),
     Key(("SingleFlight", "RedisSentinel", "SentinelPassword"), ("ATHENS_REDIS_SENTINEL_PASSWORD",),
         "sentinel_password", _string),
+    Key(("PrefetchEndpoint",), ("ATHENS_PREFETCH_ENDPOINT",), "prefetch_endpoint", _bool),
+    Key(("SingleFlight", "Etcd", "Endpoints"), ("ATHENS_ETCD_ENDPOINTS",), "etcd_endpoints", _string_list(",")),
 )
 
 def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -3,7 +3,8 @@ Prometheus metrics, on a registry of their own (one per daemon; tests get fresh 
 
 What an operator watches: requests by endpoint and status, cache hits and
 misses, fetches from the origin (count, outcome, duration, in flight),
-bytes served, and storage errors.
+bytes served, storage errors, and the vulnerability database (its age,
+size, refreshes, and the zips its policy warned about or refused).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def endpoint_of(path: bytes) -> str:
     for ext in ("info", "mod", "zip"):
         if "/@v/" in text and text.endswith("." + ext):
             return ext
+    if "/vuln/" in text:
+        return "vuln"
     last = text.rstrip("/").rsplit("/", 1)[-1]
     return last if last in ("healthz", "readyz", "version", "catalog", "metrics", "robots.txt") else "other"
 
@@ -63,6 +66,12 @@ class Metrics:
     fetches_in_flight: Any = None
     bytes_served: Any = None
     storage_errors: Any = None
+    vulndb_age: Any = None
+    vulndb_entries: Any = None
+    vulndb_refreshes: Any = None
+    vuln_policy: Any = None
+    #: ``StatsExporter = "prometheus"`` (Athens' default); off: ``/metrics`` answers 404.
+    exported: bool = True
     #: Counts from the hit path, added to the counters in one go (a labelled inc costs a hit too much).
     _tally: dict[tuple[str, int], list[int]] = attrs.field(factory=dict)
     _hits: int = 0
@@ -79,6 +88,15 @@ class Metrics:
                                        multiprocess_mode="livesum")
         self.bytes_served = Counter("athens_served_bytes", "Response body bytes sent", ["endpoint"], registry=r)
         self.storage_errors = Counter("athens_storage_errors", "Requests that failed on storage", registry=r)
+        self.vulndb_age = Gauge("athens_vulndb_age_seconds", "Seconds since the vulnerability database copy was "
+                                "last known current (+Inf: no copy)", registry=r, multiprocess_mode="livemax")
+        self.vulndb_age.set(float("inf"))
+        self.vulndb_entries = Gauge("athens_vulndb_entries", "Entries in the vulnerability database copy in service",
+                                    registry=r, multiprocess_mode="livemin")
+        self.vulndb_refreshes = Counter("athens_vulndb_refreshes", "Refreshes of the vulnerability database from its "
+                                        "upstream", ["outcome"], registry=r)
+        self.vuln_policy = Counter("athens_vuln_policy", "Zips of versions with known vulnerabilities, served (warn) "
+                                   "or refused (deny)", ["action"], registry=r)
 
     def request(self, path: bytes, code: int, size: int) -> None:
         endpoint = endpoint_of(path)

@@ -76,19 +76,23 @@ def unescape(text: str, what: str = "path") -> str:
 
 
 # --- paths -----------------------------------------------------------------
+# golang.org/x/mod/module's checkPath and checkElem, kind by kind: module paths (CheckPath) and
+# file paths inside a module zip (CheckFilePath).  tests/test_xmod_agreement.py holds them to
+# x/mod's own test vectors and code.
 
+_MODULE, _FILE = "module path", "file path"
 _MOD_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 _FIRST_ELEM_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 _FILE_NAME_ASCII = frozenset("!#$%&()+,-.=@[]^_{}~ ")
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
 )
-_SHORT_NAME = re.compile(r"~[0-9]+$")
 
 
 def _file_char_ok(c: str) -> bool:
-    if c < "\x80":
-        return c.isascii() and (c.isalnum() or c in _FILE_NAME_ASCII)
+    """x/mod's fileNameOK: the ASCII letters, digits and ``_FILE_NAME_ASCII``, or any Unicode letter."""
+    if c.isascii():
+        return c.isalnum() or c in _FILE_NAME_ASCII
     return unicodedata.category(c).startswith("L")
 
 
@@ -97,49 +101,50 @@ def _check_element(elem: str, kind: str, path: str) -> None:
         raise InvalidInput(f"malformed {kind} {path!r}: empty path element")
     if elem.count(".") == len(elem):
         raise InvalidInput(f"malformed {kind} {path!r}: invalid path element {elem!r}")
-    if elem[0] == "." and kind == "module path":
+    if elem[0] == "." and kind == _MODULE:
         raise InvalidInput(f"malformed {kind} {path!r}: leading dot in path element")
     if elem[-1] == ".":
         raise InvalidInput(f"malformed {kind} {path!r}: trailing dot in path element")
-    if len(elem.encode()) > MAX_ELEMENT_LENGTH:
-        raise InvalidInput(f"malformed {kind} {path!r}: path element longer than {MAX_ELEMENT_LENGTH} bytes")
-    ok = (lambda c: c in _MOD_PATH_CHARS) if kind == "module path" else _file_char_ok
+    ok = (lambda c: c in _MOD_PATH_CHARS) if kind == _MODULE else _file_char_ok
     for c in elem:
         if not ok(c):
             raise InvalidInput(f"malformed {kind} {path!r}: invalid char {c!r}")
     short = elem.split(".", 1)[0]
     if short.upper() in _RESERVED:
-        raise InvalidInput(f"malformed {kind} {path!r}: disallowed path element {elem!r}")
-    if _SHORT_NAME.search(short):
+        raise InvalidInput(f"malformed {kind} {path!r}: {short!r} disallowed as path element component on Windows")
+    # Windows short names (FOO~1) only matter for paths the go command creates directories from
+    # the module path; a file in a module may be called x~1 (x/mod checks this for module paths only).
+    suffix = short[short.rfind("~") + 1 :] if "~" in short else ""
+    if kind == _MODULE and suffix.isascii() and suffix.isdigit():
         raise InvalidInput(f"malformed {kind} {path!r}: trailing tilde and digits in path element")
 
 
 def _check_path_common(path: str, kind: str) -> None:
-    if path == "":
-        raise InvalidInput(f"malformed {kind}: empty string")
-    if "\x00" in path:
-        raise InvalidInput(f"malformed {kind}: NUL byte")
-    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
-        raise InvalidInput(f"malformed {kind}: longer than {MAX_PATH_LENGTH} bytes")
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(f"malformed {kind}: invalid UTF-8") from None
-    if path[0] == "-":
+    if path == "":
+        raise InvalidInput(f"malformed {kind}: empty string")
+    if path[0] == "-" and kind == _MODULE:
         raise InvalidInput(f"malformed {kind} {path!r}: leading dash")
     if "//" in path:
         raise InvalidInput(f"malformed {kind} {path!r}: double slash")
     if path[-1] == "/":
         raise InvalidInput(f"malformed {kind} {path!r}: trailing slash")
-    if path[0] == "/":
-        raise InvalidInput(f"malformed {kind} {path!r}: leading slash")
     for elem in path.split("/"):
         _check_element(elem, kind, path)
 
 
 def check_path(path: str) -> None:
-    """Validate a decoded module path (``module.CheckPath``)."""
-    _check_path_common(path, "module path")
+    """
+    Validate a decoded module path: ``module.CheckPath``, and the storage limits (a path longer
+    than ``MAX_PATH_LENGTH`` or with an element longer than ``MAX_ELEMENT_LENGTH`` bytes would
+    not fit in a file system; x/mod has no such limit).
+    """
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH_LENGTH:
+        raise InvalidInput(f"malformed module path: longer than {MAX_PATH_LENGTH} bytes")
+    _check_path_common(path, _MODULE)
     first = path.split("/", 1)[0]
     if "." not in first:
         raise InvalidInput(f"malformed module path {path!r}: missing dot in first path element")
@@ -147,11 +152,13 @@ def check_path(path: str) -> None:
         if c not in _FIRST_ELEM_CHARS:
             raise InvalidInput(f"malformed module path {path!r}: invalid char {c!r} in first path element")
     split_path_version(path)
+    if any(len(elem) > MAX_ELEMENT_LENGTH for elem in path.split("/")):
+        raise InvalidInput(f"malformed module path {path!r}: path element longer than {MAX_ELEMENT_LENGTH} bytes")
 
 
 def check_file_path(path: str) -> None:
-    """Validate a file path inside a module zip (``module.CheckFilePath``)."""
-    _check_path_common(path, "file path")
+    """Validate a file path inside a module zip: exactly ``module.CheckFilePath``."""
+    _check_path_common(path, _FILE)
 
 
 def split_path_version(path: str) -> tuple[str, str]:
@@ -160,7 +167,7 @@ def split_path_version(path: str) -> tuple[str, str]:
         return _split_gopkg_in(path)
     i = len(path)
     dot = False
-    while i > 0 and (path[i - 1].isdigit() or path[i - 1] == "."):
+    while i > 0 and path[i - 1] in "0123456789.":
         dot = dot or path[i - 1] == "."
         i -= 1
     if i <= 1 or i == len(path) or path[i - 1] != "v" or path[i - 2] != "/":
@@ -173,7 +180,7 @@ def split_path_version(path: str) -> tuple[str, str]:
 
 def _split_gopkg_in(path: str) -> tuple[str, str]:
     i = len(path) - (len("-unstable") if path.endswith("-unstable") else 0)
-    while i > 0 and path[i - 1].isdigit():
+    while i > 0 and path[i - 1] in "0123456789":
         i -= 1
     bad = InvalidInput(f"malformed module path {path!r}: invalid gopkg.in version suffix")
     if i <= 1 or path[i - 1] != "v" or path[i - 2] != ".":
@@ -200,14 +207,14 @@ class Semver:
 _NUM = r"(0|[1-9][0-9]*)"
 _IDENT = r"[0-9A-Za-z-]+"
 _SEMVER = re.compile(
-    rf"^v{_NUM}(?:\.{_NUM}(?:\.{_NUM})?)?"
+    rf"v{_NUM}(?:\.{_NUM}(?:\.{_NUM})?)?"
     rf"(-{_IDENT}(?:\.{_IDENT})*)?"
-    rf"(\+{_IDENT}(?:\.{_IDENT})*)?$"
+    rf"(\+{_IDENT}(?:\.{_IDENT})*)?"
 )
 
 
 def parse_semver(v: str) -> Semver | None:
-    m = _SEMVER.match(v)
+    m = _SEMVER.fullmatch(v)
     if not m:
         return None
     major, minor, patch, pre, build = m.groups()
@@ -278,38 +285,48 @@ def sort_versions(versions: Iterable[str]) -> list[str]:
     return sorted(versions, key=cmp_to_key(lambda a, b: compare(a, b) or ((a > b) - (a < b))))
 
 
-_PSEUDO = re.compile(r"^v[0-9]+\.(0\.0-|\d+\.\d+-([^+]*\.)?0\.)\d{14}-[A-Za-z0-9]+(\+[0-9A-Za-z-]+)?$")
+_PSEUDO = re.compile(r"v[0-9]+\.(0\.0-|[0-9]+\.[0-9]+-([^+]*\.)?0\.)[0-9]{14}-[A-Za-z0-9]+(\+[0-9A-Za-z-]+)?")
 
 
 def is_pseudo_version(v: str) -> bool:
-    return v.count("-") >= 2 and is_valid_semver(v) and bool(_PSEUDO.match(v))
+    return v.count("-") >= 2 and is_valid_semver(v) and bool(_PSEUDO.fullmatch(v))
 
 
 def check_version(path: str, version: str) -> None:
-    """A version that may be stored for ``path``: canonical, with the right major."""
+    """
+    A version that may be stored for ``path``: its own ``module.CanonicalVersion`` and accepted by
+    ``module.Check`` (what ``zip.Unzip`` asks of a version), within ``MAX_VERSION_LENGTH``.
+    """
     if len(version) > MAX_VERSION_LENGTH:
         raise InvalidInput(f"invalid version: longer than {MAX_VERSION_LENGTH} characters")
     p = parse_semver(version)
     if p is None:
         raise InvalidInput(f"invalid version {version!r}: not a semantic version")
     if p.build not in ("", "+incompatible") or p.short:
-        raise InvalidInput(f"invalid version {version!r}: not a canonical version (want {canonical(version)!r})")
-    _, path_major = split_path_version(path)
-    major = "v" + p.major
-    if p.build == "+incompatible":
-        if path_major or p.major in ("0", "1"):
-            raise InvalidInput(f"invalid version {version!r}: +incompatible needs v2 or later and a path without /vN")
+        want = canonical(version) + ("+incompatible" if p.build == "+incompatible" else "")
+        raise InvalidInput(f"invalid version {version!r}: not a canonical version (want {want!r})")
+    check_path_major(version, split_path_version(path)[1])
+
+
+def check_path_major(version: str, path_major: str) -> None:
+    """``module.CheckPathMajor``: whether a valid ``version`` fits a path's major suffix (``/v2``, ``.v1``, ``""``)."""
+    if path_major.startswith(".v"):
+        path_major = path_major.removesuffix("-unstable")
+    if version.startswith("v0.0.0-") and path_major == ".v1":
         return
-    if path_major.startswith(".v"):  # gopkg.in
-        want = path_major[1:].removesuffix("-unstable")
-        if major == want or (version.startswith("v0.0.0-") and want == "v1"):
+    p = parse_semver(version)
+    major = "v" + p.major if p else ""
+    if path_major == "":
+        if major in ("v0", "v1") or (p and p.build == "+incompatible"):
             return
-        raise InvalidInput(f"invalid version {version!r}: should be {want}, not {major}")
-    if path_major:
-        if major != path_major[1:]:
-            raise InvalidInput(f"invalid version {version!r}: should be {path_major[1:]}, not {major}")
-    elif p.major not in ("0", "1"):
-        raise InvalidInput(f"invalid version {version!r}: should be v0 or v1, not {major} (or add +incompatible)")
+        want = "v0 or v1"
+    elif path_major[0] in "/.":
+        if major == path_major[1:]:
+            return
+        want = path_major[1:]
+    else:
+        want = path_major
+    raise InvalidInput(f"invalid version {version!r}: should be {want}, not {major}")
 
 
 def is_canonical_version(path: str, version: str) -> bool:
@@ -324,14 +341,14 @@ def is_canonical_version(path: str, version: str) -> bool:
 #: What a version query may hold: semver (``v1.2.3-rc.1+incompatible``), branch names, commit
 #: hashes.  Narrower than a file-path element on purpose: no ``%``, ``/`` or ``\\`` can reach an
 #: upstream that decodes or normalises paths a second time.
-_QUERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+_QUERY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+~-]*")
 
 
 def check_query(query: str) -> None:
     """A version query (``master``, ``abc1234``, ``v1.2``): safe to log and to pass on, never a path."""
     if not query or len(query) > MAX_VERSION_LENGTH:
         raise InvalidInput("invalid version: empty or too long")
-    if not _QUERY.match(query) or query.endswith("."):
+    if not _QUERY.fullmatch(query) or query.endswith("."):
         raise InvalidInput(f"invalid version {query[:80]!r}: a version query holds letters, digits and . _ + ~ -")
 
 

@@ -62,15 +62,31 @@ class Origin:
         for much of a module graph, and its zip is fetched when it is asked for.
         Raises NoSmallFetch where the origin hands out whole versions only.
         """
-        return await self._smalls.do((module, version, kind), lambda: ensureDeferred(self._small(module, version, kind)))
+        return await self._smalls.do((module, version, kind), lambda: ensureDeferred(self._small_kept(module, version,
+                                                                                                   kind)))
+
+    async def _small_kept(self, module: str, version: str, kind: str) -> bytes:
+        data = await self._small(module, version, kind)
+        if kind == "mod":
+            self._keep_mod(module, version, data)
+        return data
 
     async def _small(self, module: str, version: str, kind: str) -> bytes:
         data = await small_of(self.fetcher, module, version, kind)
-        if kind == "mod":
-            if self.stash.verifier is not None:
-                await self.stash.verifier.verify_mod(module, version, data)
-            self._keep_mod(module, version, data)
+        if kind == "mod" and self.stash.verifier is not None:
+            await self.stash.verifier.verify_mod(module, version, data)
         return data
+
+    async def store_mod(self, module: str, version: str) -> tuple[bytes, bool]:
+        """
+        Store a version go.mod-only (with its ``.info``), from an upstream,
+        checked: what ``athens-admin prefetch`` does for go.sum's ``/go.mod``
+        lines.  The go.mod, and whether anything was added.  Raises
+        NoSmallFetch where the origin hands out whole versions only.
+        """
+        mod = await self._small(module, version, "mod")
+        info = await self._small(module, version, "info")
+        return mod, await self.stash.storage.save_mod(module, version, mod, info)
 
     def _keep_mod(self, module: str, version: str, mod: bytes) -> None:
         """Store it go.mod-only, off the answer's path: every worker and node, and a restart, then have it."""

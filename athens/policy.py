@@ -21,11 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import re
 from enum import Enum
-from typing import Any, Iterator
 
 import attrs
+
+from athens import hcl
 
 
 class Mode(str, Enum):
@@ -137,69 +137,48 @@ def load_policy(download_mode: str, download_url: str = "") -> DownloadPolicy:
     return policy
 
 
-# --- the download file: a small subset of HCL ------------------------------
-
-_TOKEN = re.compile(
-    r'\s+|#[^\n]*|//[^\n]*|/\*.*?\*/|(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<word>[A-Za-z_][A-Za-z0-9_]*)|(?P<sym>[={}])',
-    re.DOTALL,
-)
-
-
-def _tokens(text: str, where: str) -> Iterator[tuple[str, str, int]]:
-    pos = 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if not m:
-            line = text.count("\n", 0, pos) + 1
-            raise PolicyError(f"{where}, line {line}: unexpected {text[pos:pos + 20]!r}")
-        line = text.count("\n", 0, pos) + 1
-        if m.group("str"):
-            yield "str", bytes(m.group("str")[1:-1], "utf-8").decode("unicode_escape"), line
-        elif m.group("word"):
-            yield "word", m.group("word"), line
-        elif m.group("sym"):
-            yield "sym", m.group("sym"), line
-        pos = m.end()
+# --- the download file ------------------------------------------------------
 
 
 def parse_download_file(text: str, default_url: str = "", where: str = "download file") -> DownloadPolicy:
-    tokens = list(_tokens(text, where))
-    pos = 0
-
-    def take(kind: str, value: str | None = None) -> tuple[str, int]:
-        nonlocal pos
-        if pos >= len(tokens):
-            raise PolicyError(f"{where}: unexpected end, expected {value or kind}")
-        k, v, line = tokens[pos]
-        if k != kind or (value is not None and v != value):
-            raise PolicyError(f"{where}, line {line}: expected {value or kind}, found {v!r}")
-        pos += 1
-        return v, line
-
-    def assignments(end: str | None) -> dict[str, Any]:
-        found: dict[str, Any] = {"blocks": []}
-        while pos < len(tokens) and not (end and tokens[pos][:2] == ("sym", end)):
-            name, line = take("word")
-            if name == "download" and end is None:
-                pattern, _ = take("str")
-                take("sym", "{")
-                body = assignments("}")
-                take("sym", "}")
-                found["blocks"].append((pattern, body, line))
-                continue
-            if name not in ("mode", "downloadURL"):
-                raise PolicyError(f"{where}, line {line}: unknown setting {name!r} (mode, downloadURL, download)")
-            take("sym", "=")
-            found[name] = (take("str")[0], line)
-        return found
-
-    top = assignments(None)
+    """Athens' download file: ``mode``, ``downloadURL`` and ``download "<patterns>" { mode, downloadURL }`` blocks."""
+    try:
+        body = hcl.parse(text)
+    except hcl.HCLError as e:
+        raise PolicyError(f"{where}, {e}") from None
+    for block in body.blocks:
+        if block.kind != "download":
+            raise PolicyError(f"{where}, line {block.line}: unknown block {block.kind!r} (download)")
+        if len(block.labels) != 1:
+            raise PolicyError(f'{where}, line {block.line}: a download block has one label: download "<patterns>" {{')
+        if block.body.blocks:
+            raise PolicyError(f"{where}, line {block.body.blocks[0].line}: blocks do not nest in a download block")
+    top = _settings(body, where)
     url = top["downloadURL"][0] if "downloadURL" in top else default_url
     mode = parse_mode(top["mode"][0], f"{where}, line {top['mode'][1]}") if "mode" in top else Mode.SYNC
     rules = []
-    for pattern, body, line in top["blocks"]:
-        if "mode" not in body:
-            raise PolicyError(f'{where}, line {line}: download "{pattern}" has no mode')
-        rules.append(Rule(pattern, parse_mode(body["mode"][0], f"{where}, line {body['mode'][1]}"),
-                          body["downloadURL"][0] if "downloadURL" in body else ""))
+    for block in body.blocks:
+        settings = _settings(block.body, where)
+        if "mode" not in settings:
+            raise PolicyError(f'{where}, line {block.line}: download "{block.labels[0]}" has no mode')
+        rules.append(Rule(block.labels[0], parse_mode(settings["mode"][0], f"{where}, line {settings['mode'][1]}"),
+                          settings["downloadURL"][0] if "downloadURL" in settings else ""))
     return DownloadPolicy(mode, url, tuple(rules))
+
+
+def _settings(body: hcl.Body, where: str) -> dict[str, tuple[str, int]]:
+    """``mode`` and ``downloadURL``: strings, each set once."""
+    found: dict[str, tuple[str, int]] = {}
+    for attribute in body.attributes:
+        line = f"{where}, line {attribute.line}"
+        if attribute.name not in ("mode", "downloadURL"):
+            raise PolicyError(f"{line}: unknown setting {attribute.name!r} (mode, downloadURL, download)")
+        if attribute.name in found:
+            raise PolicyError(f"{line}: {attribute.name} is set twice (first on line {found[attribute.name][1]})")
+        if not isinstance(attribute.value, str):
+            raise PolicyError(f"{line}: {attribute.name} must be a string")
+        value = attribute.value.strip()  # a heredoc ends with a newline; names and URLs hold no spaces
+        if any(c.isspace() or ord(c) < 32 for c in value):
+            raise PolicyError(f"{line}: {attribute.name} {value!r} holds spaces or control characters")
+        found[attribute.name] = (value, attribute.line)
+    return found

@@ -12,33 +12,38 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredSemaphore, TimeoutError, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.components import Componentized
 
 from athens import __version__
-from athens.config import Config, ConfigError
+from athens.config import Config, ConfigError, port_to_endpoint
 from athens.fetch.credentials import prepare_home
 from athens.fetch.checksums import ChecksumVerifier, verifier_key
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
 from athens.fetch.interface import IFetcher
+from athens.fetch.toolchains import ToolchainShelf, default_directory
 from athens.fetch.upstream import Pace, UpstreamFetcher, make_pool
 from athens.filter import Action, FilterError, load_filter
 from athens.listcache import ListCache
 from athens.origin import Origin
 from athens.policy import PolicyError, load_policy
-from athens.singleflight.redis import RedisLock, connect_sentinel
+from athens.singleflight.interface import ILock
+from athens.singleflight.redis import connect_sentinel, redis_lock
 from athens.stash import Stash
 from athens.storage.redis import connect as connect_redis
 from athens.logs import LEVELS, make_observer
 from athens.metrics import Metrics
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage, StorageError
+from athens.vulndb.service import VulnDBService
 from athens.web.accesslog import AccessLog
 from athens.web.answers import LIST_REPLAY
 from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
 from athens.tracing import TraceSettings
 from athens.tracing import start as start_tracing
+from athens.web.reloadtls import ReloadableTLS, TLSFilesError
 from athens.web.status import ClientSettings, StatusPage
 from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 from athens.web.validator import ValidatorHook
@@ -79,6 +84,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         home=home,
         no_sum_patterns=config.no_sum_patterns,
         base_env=environ,
+        toolchains=shelf if (shelf := ToolchainShelf(default_directory(config.go_get_dir))).prepare() else None,
     )
     pool = make_pool(reactor)
     if tracing is not None:  # a span for each fetch, and for each request sent (with its traceparent)
@@ -88,7 +94,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
     def upstream(url: str) -> IFetcher:
         fetcher = UpstreamFetcher(url, reactor, pool, timeout=min(config.timeout, 60),
                                   pace=Pace(deadline=config.timeout), work_dir=config.go_get_dir,
-                                  slots=DeferredSemaphore(config.go_get_workers * 4))
+                                  slots=DeferredSemaphore(config.protocol_workers))
         return fetcher if tracing is None else tracing.fetcher(fetcher, url)
 
     try:
@@ -110,21 +116,37 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
                   http_pool=pool)
 
 
-def build_lock(config: Config, reactor: Any) -> RedisLock | None:
+def build_lock(config: Config, reactor: Any) -> ILock | None:
     """The lock that makes several nodes fetch a version once (``SingleFlightType``)."""
     if config.single_flight_type == "memory":
         return None
+    wait = config.stash_timeout + config.lock_ttl
+    if config.single_flight_type == "etcd":
+        from athens.singleflight.etcd import TTL, etcd_lock
+
+        try:
+            return etcd_lock(config.etcd_endpoints, reactor, wait=config.stash_timeout + TTL,
+                             timeout=config.lock_timeout)
+        except ValueError as e:
+            raise ConfigError(f"SingleFlight.Etcd.Endpoints: {e}") from None
     if config.single_flight_type == "redis-sentinel":
         redis = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
-                                 config.redis_password, config.lock_timeout)
+                                 config.redis_password, config.lock_timeout, config.sentinel_db)
     else:
         try:
             redis = connect_redis(config.redis_endpoint, config.redis_password, timeout=config.lock_timeout)
         except ValueError as e:
             raise ConfigError(f"SingleFlight.Redis.Endpoint: {e}") from None
-    wait = config.stash_timeout + config.lock_ttl
-    return RedisLock(redis, reactor, ttl=config.lock_ttl, wait=wait, prefix=config.redis_key_prefix,
-                     retries=config.lock_max_retries)
+    return redis_lock(redis, reactor, ttl=config.lock_ttl, wait=wait, prefix=config.redis_key_prefix,
+                      retries=config.lock_max_retries)
+
+
+def prefetch_endpoint(config: Config) -> bool:
+    """``POST /admin/prefetch`` makes the proxy fetch what a body names: never without credentials."""
+    if config.prefetch_endpoint and basic_auth(config) is None:
+        raise ConfigError("PrefetchEndpoint: needs BasicAuthUser and BasicAuthPass (the endpoint makes the proxy "
+                          "fetch whatever it is sent)")
+    return config.prefetch_endpoint
 
 
 def basic_auth(config: Config) -> tuple[str, str] | None:
@@ -152,7 +174,7 @@ class AthensService(MultiService):
         self.storage = storage
         self.endpoint = endpoint
         self.reactor = reactor
-        self.metrics = Metrics()
+        self.metrics = Metrics(exported=config.stats_exporter == "prometheus")
         self.trace_settings = TraceSettings.from_config(config)
         #: None unless TraceExporter = "otlp" (then OpenTelemetry is imported, and not before).
         self.tracing = start_tracing(self.trace_settings, reactor)
@@ -170,6 +192,8 @@ class AthensService(MultiService):
         #: One of the daemon's worker processes: it logs nothing the daemon itself says.
         self.is_worker = False
         self.cached = CachedStorage(served, reactor.seconds)
+        self.vulndb = VulnDBService(config, storage, reactor, self.origin.http_pool or make_pool(reactor),
+                                    self.metrics)
         # The status page counts the store itself (the LRU in front would hide the backend's own count).
         home = StatusPage(storage, reactor, self.metrics,
                           ClientSettings.from_config(config, workers=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))),
@@ -178,17 +202,32 @@ class AthensService(MultiService):
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
-                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), home=home, tracing=self.tracing)
+                              list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl,
+                              vulndb=self.vulndb.database, vuln_policy=self.vulndb.policy,
+                              admin_prefetch=prefetch_endpoint(config), home=home, tracing=self.tracing)
+        self.vulndb.setServiceParent(self)
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
         self._deletions: str | None = None
+        self.tls: ReloadableTLS | None = None
         # ``adopt``: (descriptor, family) of a socket shared by several worker processes.
-        self.listener = strports.service(endpoint, self.site) if adopt is None else AdoptedPort(*adopt, self.site, reactor)
+        if adopt is not None:
+            self.listener = AdoptedPort(*adopt, self.site, reactor)
+        elif config.tls_cert_file and config.tls_key_file and endpoint == config.listen_endpoint():
+            try:  # TLS from the configuration's files: read again on SIGHUP
+                self.tls = ReloadableTLS(config.tls_cert_file, config.tls_key_file)
+            except TLSFilesError as e:
+                raise ConfigError(f"TLSCertFile, TLSKeyFile: {e}") from None
+            self.listener = strports.service(port_to_endpoint(config.port),
+                                             TLSMemoryBIOFactory(self.tls, False, self.site))
+        else:
+            self.listener = strports.service(endpoint, self.site)
         self.listener.setServiceParent(self)
 
     async def _tick(self) -> None:
         """Every second: the hit path's counts into the metrics; every cached answer dropped after a delete anywhere."""
         self.metrics.flush()
+        self.vulndb.measure()
         try:
             token = await self.storage.deletions().addTimeout(5, self.reactor)
         except (StorageError, TimeoutError):
@@ -214,8 +253,11 @@ class AthensService(MultiService):
         super().setServiceParent(parent)
 
     def startService(self) -> None:
+        self.vulndb.refreshing = not self.is_worker  # workers follow the store; the first process copies
         super().startService()
         self.flushing.start(1.0, now=True)
+        if self.tls is not None:
+            self.tls.reload_on_sighup(self.reactor)
         if self.is_worker:
             log.debug("worker serving on {endpoint}", endpoint=self.endpoint)
             return  # the daemon itself says it all, once
@@ -234,6 +276,10 @@ class AthensService(MultiService):
             goproxy=goproxy_of(config.go_env), verify=verify,
             root=config.disk_root if self.storage.name == "disk" else None,
         )
+        log.info("vulnerability database at /vuln/: {source}; VulnPolicy {policy}",
+                 source=f"copied from {config.vulndb_url} (checked every {config.vulndb_refresh}s)"
+                 if config.vulndb_url else "no upstream (VulnDBURL off): loaded with athens-admin vulndb import",
+                 policy=config.vuln_policy)
         if self.tracing is not None:
             settings = self.trace_settings
             log.info("tracing: spans exported over OTLP/HTTP to {where}, {fraction:.0%} of new traces sampled",
@@ -284,6 +330,8 @@ class AthensService(MultiService):
         self.access_log.flush()  # nothing is lost at a clean stop
         if self.origin.http_pool is not None:
             await self.origin.http_pool.closeCachedConnections()
+        if self.origin.stash.lock is not None:
+            await self.origin.stash.lock.close()
         await self.storage.close()
         if self.tracing is not None:  # the last spans go out (the export has its own timeout: 10 s)
             await self.tracing.shutdown()

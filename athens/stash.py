@@ -25,7 +25,7 @@ from athens.metrics import Metrics
 from athens.modzip import InvalidZip, check_zip
 from athens.module import ModuleVersion
 from athens.singleflight import SingleFlight
-from athens.singleflight.redis import RedisLock
+from athens.singleflight.interface import ILock
 from athens.storage.disk import FileBlob
 from athens.storage.interface import IStorage
 
@@ -50,8 +50,8 @@ class Fill:
 class Stash:
     fetcher: IFetcher
     storage: IStorage
-    #: Across nodes (``SingleFlightType = "redis"``); None: this process only.
-    lock: RedisLock | None = None
+    #: Across nodes (``SingleFlightType`` redis, redis-sentinel, etcd); None: this process only.
+    lock: ILock | None = None
     #: Checks what upstreams send against the checksum database; None: not checked.
     verifier: ChecksumVerifier | None = None
     metrics: Metrics = attrs.field(factory=Metrics)

@@ -1,4 +1,4 @@
-"""Session-wide servers: one Redis and one PostgreSQL for every test that needs them."""
+"""Session-wide servers: one Redis, one PostgreSQL and one etcd for every test that needs them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.servers import start_postgres, start_redis
+from tests.servers import start_etcd, start_postgres, start_redis
 
 # Everything the tests start listens on loopback: an HTTP(S)_PROXY of the machine (even a dead one) must not
 # stand between the tests' own clients (urllib, the go command) and those servers.
@@ -17,6 +17,13 @@ for _name in ("NO_PROXY", "no_proxy"):
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory):
+    server = start_etcd(tmp_path_factory.mktemp("etcd"))
     yield server
     server.stop()
 

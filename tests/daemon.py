@@ -45,6 +45,7 @@ def source_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for our subprocesses: this source tree first on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATHENS_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["ATHENS_VULNDB_URL"] = "off"  # never vuln.go.dev: a test that wants a vulnerability database serves one
     env.update(extra or {})
     return env
 

@@ -1,8 +1,8 @@
 """
-Real Redis and PostgreSQL servers on free loopback ports, started by the tests.
+Real Redis, PostgreSQL and etcd servers on free loopback ports, started by the tests.
 
-A missing server binary is an error, never a skip: `.ci/run` installs them
-(Debian's redis-server and postgresql packages).
+A missing server binary is an error, never a skip: `./run-tests` installs them
+(Debian's redis-server, postgresql and etcd-server packages).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class PostgresServer:
         with open(log, "ab") as out:
             self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
         _wait_port(self.port, self.process, "postgres", log, timeout=60)
-        _wait_accepting(self.url, log)
+        _wait_accepting(self.url, self.process, log)
 
     @property
     def url(self) -> str:
@@ -160,12 +160,12 @@ def start_postgres() -> PostgresServer:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "postgres", log, timeout=60)
     server = PostgresServer(process, port, datadir, user, argv)
-    _wait_accepting(server.url, log)
+    _wait_accepting(server.url, process, log)
     return server
 
 
-def _wait_accepting(url: str, log: Path, timeout: float = 60) -> None:
-    """The port opens before recovery ends ("the database system is starting up"): wait until a session starts."""
+def _wait_accepting(url: str, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """PostgreSQL listens before it accepts sessions ("the database system is starting up")."""
     import psycopg
 
     deadline = time.monotonic() + timeout
@@ -174,9 +174,8 @@ def _wait_accepting(url: str, log: Path, timeout: float = 60) -> None:
             psycopg.connect(url, connect_timeout=5).close()
             return
         except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not accept sessions within {timeout}s:\n"
-                                   f"{log.read_text(errors='replace')}") from None
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"postgres did not accept sessions:\n{log.read_text(errors='replace')}") from None
             time.sleep(0.05)
 
 
@@ -210,3 +209,61 @@ def start_forward_proxy(workdir: Path) -> ForwardProxy:
         process = subprocess.Popen([binary, "-d", "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "tinyproxy", workdir / "stdout.log")
     return ForwardProxy(process, port, log)
+
+
+@attrs.define
+class EtcdServer:
+    process: subprocess.Popen
+    port: int
+    workdir: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def call(self, path: str, body: dict) -> dict:
+        """A request to the v3 JSON gateway, as any client would send it."""
+        import json
+        import urllib.request
+
+        request = urllib.request.Request(f"http://{self.endpoint}{path}", json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        _terminate(self.process)
+
+
+def start_etcd(workdir: Path) -> EtcdServer:
+    """
+    A one-member etcd (Debian's etcd-server).  Short heartbeats make etcd's
+    smallest lease TTL one second (it is 1.5 x the election timeout), so
+    tests of expiry wait one second, not five.
+    """
+    binary = shutil.which("etcd")
+    if binary is None:
+        raise RuntimeError("etcd is required for these tests (apt-get install etcd-server)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, peer = free_port(), free_port()
+    client_url, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
+    log = workdir / "etcd.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [binary, "--name", "test", "--data-dir", str(workdir / "data"),
+             "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+             "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+             "--initial-cluster", f"test={peer_url}", "--heartbeat-interval", "10", "--election-timeout", "100"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    _wait_port(port, process, "etcd", log)
+    server = EtcdServer(process, port, workdir)
+    deadline = time.monotonic() + 30
+    while True:  # listening comes before a leader: wait until a write goes through
+        try:
+            server.call("/v3/kv/put", {"key": "cmVhZHk=", "value": ""})
+            return server
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                _terminate(process)
+                raise RuntimeError(f"etcd did not become ready:\n{log.read_text(errors='replace')}") from None
+            time.sleep(0.05)

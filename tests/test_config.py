@@ -96,7 +96,7 @@ def test_unreadable_and_malformed_files(tmp_path):
 
 
 def test_unknown_keys_are_reported(tmp_path):
-    config = load(write(tmp_path, 'Prot = ":3000"\nStatsExporter = ""\n'), environ={})
+    config = load(write(tmp_path, 'Prot = ":3000"\nEnablePprof = false\n'), environ={})
     assert [w for w in config.warnings if "Prot " in w] and "1 Athens keys are accepted" in " ".join(config.notes)
 
 

@@ -65,7 +65,7 @@ def test_goprivate_patterns(patterns, path, expected):
 
 @pytest.mark.parametrize(
     "text, message",
-    [('mode = "fast"', "unknown mode 'fast'"), ('mode = sync', "expected str"), ('download "x" { }', "has no mode"),
+    [('mode = "fast"', "unknown mode 'fast'"), ('mode = sync', "line 1: variables \\(sync\\) are not allowed"), ('download "x" { }', "has no mode"),
      ('colour = "red"', "unknown setting 'colour'"), ('download "x" { mode = "sync" ', "unexpected end"),
      ('mode = "sync" $', r"line 1: unexpected '\$'")],
 )
@@ -126,3 +126,48 @@ def test_filter_qualified_rules_do_not_hide_lists():
 def test_filter_errors(text):
     with pytest.raises(FilterError, match="line 1"):
         parse_filter(text)
+
+
+def test_every_download_file_athens_reads():
+    """Athens decodes it as HCL with no variables or functions: heredocs, templates and constant expressions too."""
+    policy = parse_download_file('''
+/* Athens' example, written every way HCL allows */
+downloadURL = "https://${"proxy"}.golang.org"   # a template
+mode = <<EOT
+async_redirect
+EOT
+download "github.com/gomods/*" {
+    mode = true ? "sync" : "none"
+}
+download "golang.org/x/*" { mode = "n\\u006fne" }  // an escape
+download "github.com/pkg/*" {
+    mode = <<-EOT
+        redirect
+        EOT
+    downloadURL = "https://gocenter.io${""}"
+}
+download "example.com/${1 + 1}" { mode = (1 < 2) && !false ? "async" : "sync" }
+''')
+    assert policy.for_module("github.com/gomods/athens") == (Mode.SYNC, "https://proxy.golang.org")
+    assert policy.for_module("golang.org/x/mod") == (Mode.NONE, "https://proxy.golang.org")
+    assert policy.for_module("github.com/pkg/errors") == (Mode.REDIRECT, "https://gocenter.io")
+    assert policy.for_module("example.com/2/x")[0] is Mode.ASYNC
+    assert policy.for_module("example.com/other") == (Mode.ASYNC_REDIRECT, "https://proxy.golang.org")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [('mode = "sync"\n\nmode = "none"\n', "line 3: mode is set twice \\(first on line 1\\)"),
+     ('mode = "sync"\ndownload "x" {\n  mode = upper("none")\n}\n', "line 3: function calls"),
+     ('download "x" {\n  mode = <<EOT\n  none\n', "line 2: heredoc <<EOT is not closed"),
+     ('mode = "sync"\ndownloadURL = "https://x\\ny"\n', "line 2: downloadURL .* holds spaces"),
+     ('mode = 1 + "a"\n', "line 1: \\+ needs numbers"),
+     ('download "x" "y" { mode = "sync" }\n', "line 1: a download block has one label"),
+     ('mode = "sync"\ndownload "x" {\n  mode = "sync"\n  download "y" { mode = "none" }\n}\n',
+      "line 4: blocks do not nest"),
+     ('mode = "${"sync"\n', "line 1: an interpolation \\$\\{...} is not closed"),
+     ('mode = 3\n', "line 1: mode must be a string")],
+)
+def test_download_file_mistakes_name_their_line(text, message):
+    with pytest.raises(PolicyError, match=f"download file, {message}"):
+        parse_download_file(text)

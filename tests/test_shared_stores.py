@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
 import uuid
 
 import pytest
@@ -11,7 +13,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import deferLater
 
 from athens.module import ModuleVersion
-from athens.singleflight.redis import RedisLock
+from athens.singleflight.polling import PollingLock
+from athens.singleflight.redis import redis_lock
 from athens.storage.interface import StorageError, StorageUnavailable
 from athens.storage.redis import RedisStorage, connect
 from athens.web.app import make_site
@@ -42,8 +45,8 @@ def redis_pool(redis_server):
     pytest_twisted.blockon(pool.disconnect())
 
 
-def lock(pool, **kwargs) -> RedisLock:
-    return RedisLock(pool, reactor(), prefix=f"lock-{uuid.uuid4().hex}:", **kwargs)
+def lock(pool, **kwargs) -> PollingLock:
+    return redis_lock(pool, reactor(), prefix=f"lock-{uuid.uuid4().hex}:", **kwargs)
 
 
 @pytest_twisted.ensureDeferred
@@ -66,15 +69,16 @@ async def test_two_nodes_one_runs_the_other_finds_it_done(redis_pool):
     assert done == [1]
 
 
-def attr_copy(held: RedisLock) -> RedisLock:
+def attr_copy(held: PollingLock) -> PollingLock:
     """A second node: same Redis and prefix, its own tokens."""
-    return RedisLock(held.redis, held.clock, ttl=held.ttl, wait=held.wait, poll=held.poll, prefix=held.prefix)
+    return redis_lock(held.server.redis, held.clock, ttl=held.server.ttl, wait=held.wait, poll=held.poll,
+                      prefix=held.server.prefix)
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_lock_is_renewed_while_a_long_fetch_runs(redis_pool, redis_server):
     holder = lock(redis_pool, ttl=0.3)
-    key = f"{holder.prefix}lock:{WHAT}"
+    key = f"{holder.server.prefix}lock:{WHAT}"
 
     async def slow():
         await sleep(1.2)  # four TTLs
@@ -90,7 +94,7 @@ async def test_the_lock_is_renewed_while_a_long_fetch_runs(redis_pool, redis_ser
 @pytest_twisted.ensureDeferred
 async def test_a_dead_holder_blocks_others_only_until_the_ttl(redis_pool, redis_server):
     waiter = lock(redis_pool, poll=0.05)
-    key = f"{waiter.prefix}lock:{WHAT}"
+    key = f"{waiter.server.prefix}lock:{WHAT}"
     assert redis_server.cli("SET", key, "a-node-that-died", "PX", "500") == "+OK\r\n"
 
     async def never():
@@ -105,7 +109,7 @@ async def test_a_dead_holder_blocks_others_only_until_the_ttl(redis_pool, redis_
 @pytest_twisted.ensureDeferred
 async def test_only_the_holder_releases(redis_pool, redis_server):
     holder = lock(redis_pool, ttl=0.2)
-    key = f"{holder.prefix}lock:{WHAT}"
+    key = f"{holder.server.prefix}lock:{WHAT}"
 
     async def never():
         return False
@@ -114,7 +118,7 @@ async def test_only_the_holder_releases(redis_pool, redis_server):
         await sleep(0.1)
         # the lock was taken over by someone else meanwhile (as after an expiry)
         redis_server.cli("SET", key, "someone-else")
-        holder.ttl = 60.0
+        holder.server.ttl = 60.0
         return "done"
 
     await holder.run(WHAT, never, overrun)
@@ -178,12 +182,15 @@ async def test_redis_through_sentinel_for_the_lock_and_the_store(tmp_path, redis
     from tests.servers import start_sentinel
 
     sentinel = start_sentinel(tmp_path / "sentinel", redis_server)
-    master = connect_sentinel((sentinel.endpoint,), "redis-1", "", "", 5)
+    master = connect_sentinel((sentinel.endpoint,), "redis-1", "", "", 5, db=3)  # Athens' RedisSentinel.DB
     try:
         storage = RedisStorage(master, prefix=f"sentinel-{uuid.uuid4().hex}:")
         assert await storage.save("example.com/s", "v1.0.0", b"{}", b"module s\n", once(b"zip"))
         assert await storage.go_mod("example.com/s", "v1.0.0") == b"module s\n"
-        node = RedisLock(master, reactor(), prefix=storage.prefix)
+        in_db = subprocess.run(["redis-cli", "-p", str(redis_server.port), "-n", "3", "--scan", "--pattern",
+                                storage.prefix + "*"], capture_output=True, text=True, timeout=30).stdout.split()
+        assert storage.prefix + "v:example.com/s@v1.0.0" in in_db
+        node = redis_lock(master, reactor(), prefix=storage.prefix)
 
         async def never():
             return False
@@ -192,6 +199,10 @@ async def test_redis_through_sentinel_for_the_lock_and_the_store(tmp_path, redis
             return "locked through sentinel"
 
         assert await node.run(WHAT, never, work) == "locked through sentinel"
+        for _ in range(100):  # every pooled connection has selected its database (closing one midway is noisy)
+            if master._factory.size == 4:
+                break
+            await deferLater(reactor(), 0.05, lambda: None)
     finally:
         await storage.close()
         sentinel.stop()
@@ -212,9 +223,10 @@ async def test_postgres_down_is_503_and_the_pool_reconnects():
         assert status == 503 and b"storage unavailable: postgres" in body
         assert (await served.get("/readyz"))[0] == 503
         server.start_again()
-        for _ in range(50):  # adbapi drops broken connections and opens new ones
+        deadline = time.monotonic() + 60  # adbapi drops broken connections and opens new ones (slow on a busy machine)
+        while True:
             status, body, _ = await served.get("/example.com/kept/@v/v1.0.0.mod")
-            if status == 200:
+            if status == 200 or time.monotonic() > deadline:
                 break
             await sleep(0.1)
         assert (status, body) == (200, b"module kept\n")
@@ -322,7 +334,7 @@ async def test_nodes_starting_together_migrate_one_postgres_schema_once(postgres
 async def test_only_the_holder_renews(redis_pool, redis_server):
     """A lock taken over by another node (after an expiry) is not kept alive by the old holder's renewals."""
     holder = lock(redis_pool, ttl=0.2)  # renewed every ~0.07 s while the work runs
-    key = f"{holder.prefix}lock:{WHAT}"
+    key = f"{holder.server.prefix}lock:{WHAT}"
 
     async def never():
         return False

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from athens.fetch.interface import Fetched, IFetcher, Listing, OnZip, OriginError, OriginNotFound, OriginTimeout
 from athens.fetch.process import ProcessTimeout, run
+from athens.fetch.toolchains import ToolchainShelf
 from athens.module import is_pseudo_version, sort_versions
 
 log = Logger()
@@ -91,6 +92,8 @@ class GoFetcher:
     home: str = ""
     no_sum_patterns: Sequence[str] = ()
     base_env: Mapping[str, str] = attrs.field(factory=lambda: dict(os.environ))
+    #: Toolchains the go command switched to, kept for the next fetches (gomods/athens#2000); None: not kept.
+    toolchains: ToolchainShelf | None = None
     #: How many go commands were started: observability, and tests count fetches.
     runs: int = 0
     _slots: DeferredSemaphore = attrs.field(init=False)
@@ -108,8 +111,11 @@ class GoFetcher:
             GOMODCACHE=os.path.join(gopath, "pkg", "mod"),
             GOCACHE=os.path.join(gopath, "cache"),
             GO111MODULE="on",
-            GOFLAGS="-mod=mod",
+            # -modcacherw: the temporary module cache can be removed (and a toolchain moved out) by any user.
+            GOFLAGS="-mod=mod -modcacherw",
         )
+        if self.toolchains is not None:  # where the go command looks for a toolchain before downloading one
+            env["PATH"] = os.pathsep.join(filter(None, [self.toolchains.bin, env.get("PATH", "")]))
         if self.no_sum_patterns:
             env["GONOSUMDB"] = ",".join(self.no_sum_patterns)
         for assignment in self.env_vars:
@@ -132,6 +138,8 @@ class GoFetcher:
             raise OriginError(f"cannot run the go command {self.go_binary!r}: {e}") from None
         finally:
             self._slots.release()
+            if self.toolchains is not None:
+                await deferToThread(self.toolchains.keep, os.path.join(gopath, "pkg", "mod"))
         stdout = result.stdout.decode("utf-8", "replace")
         try:
             payload = json.loads(stdout) if stdout.strip() else {}

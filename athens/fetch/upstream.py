@@ -218,6 +218,11 @@ class UpstreamFetcher:
     async def _small_get(self, url: str) -> bytes:
         return await self._get(url, lambda r: ensureDeferred(_small(r, self.reactor, self.idle_timeout)))
 
+    async def get_file(self, path: str, limit: int = MAX_SMALL) -> bytes:
+        """Any file under the upstream's URL, whole, up to ``limit`` bytes (the vulnerability database's)."""
+        url = f"{self.url.rstrip('/')}/{path}"
+        return await self._get(url, lambda r: ensureDeferred(_small(r, self.reactor, self.idle_timeout, limit)))
+
     async def _version_file(self, module: str, version: str, kind: str) -> bytes:
         """A canonical version's ``.info`` or ``.mod``, from :attr:`_recent` when it was fetched lately."""
         url = self._url(module, kind, version)
@@ -319,11 +324,11 @@ def _checked_info(data: bytes, module: str, version: str | None) -> bytes:
     return data
 
 
-async def _small(response: Any, reactor: Any, idle: float) -> bytes:
-    if isinstance(response.length, int) and response.length > MAX_SMALL:
+async def _small(response: Any, reactor: Any, idle: float, limit: int = MAX_SMALL) -> bytes:
+    if isinstance(response.length, int) and response.length > limit:
         await _discard(response)
-        raise OriginError(f"the upstream answer is over {MAX_SMALL} bytes")
-    body = _Collect()
+        raise OriginError(f"the upstream answer is over {limit} bytes")
+    body = _Collect(limit)
     response.deliverBody(body)
     body.done.addTimeout(idle, reactor)  # the canceller closes the upstream connection: nothing lingers
     try:
@@ -333,9 +338,10 @@ async def _small(response: Any, reactor: Any, idle: float) -> bytes:
 
 
 class _Collect(Protocol):
-    """A small answer, whole, up to :data:`MAX_SMALL`; cancelling ``done`` drops the connection at once."""
+    """A small answer, whole, up to ``limit`` bytes; cancelling ``done`` drops the connection at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_SMALL) -> None:
+        self.limit = limit
         self.chunks: list[bytes] = []
         self.size = 0
         self.done: Deferred[bytes] = Deferred(lambda d: self.transport.stopProducing() if self.transport else None)
@@ -344,8 +350,8 @@ class _Collect(Protocol):
         if self.done.called:
             return
         self.size += len(data)
-        if self.size > MAX_SMALL:
-            self.done.errback(OriginError(f"the upstream answer is over {MAX_SMALL} bytes"))
+        if self.size > self.limit:
+            self.done.errback(OriginError(f"the upstream answer is over {self.limit} bytes"))
             self.transport.stopProducing()
             return
         self.chunks.append(data)

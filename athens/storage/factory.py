@@ -27,7 +27,7 @@ def open_storage(config: Config, reactor: Any = None) -> IStorage:
             from athens.singleflight.redis import connect_sentinel
 
             master = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
-                                      config.redis_password, config.lock_timeout)
+                                      config.redis_password, config.lock_timeout, config.sentinel_db)
             return RedisStorage(master, config.redis_key_prefix)
         endpoint, password = config.redis_for_storage()
         try:

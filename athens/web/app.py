@@ -17,8 +17,14 @@ from twisted.web.resource import IResource, Resource
 from athens.metrics import Metrics
 from athens.origin import Origin
 from athens.storage.interface import IStorage
+from athens.vulndb import web as vulnweb
+from athens.vulndb.database import VulnDatabase
+from athens.vulndb.policy import VulnPolicy
 from athens.web.accesslog import AccessLog
+from athens.web.admin import PATH as PREFETCH_PATH
+from athens.web.admin import PrefetchEndpoint
 from athens.web.auth import BasicAuth
+from athens.web.forcessl import ForceSSL
 from athens.web.answers import LIST_REPLAY, Answers
 from athens.web.hitpath import HitPath
 from athens.web.ops import DEFAULT_ROBOTS, OpsResource
@@ -37,11 +43,12 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              redirect_code: int = 301, sumdb: SumDBProxy | None = None, path_prefix: str = "",
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
-             protocol: ProtocolResource | None = None, home: StatusPage | None = None) -> Klein:
+             protocol: ProtocolResource | None = None, *, vulndb: VulnDatabase | None = None,
+             admin_prefetch: bool = False, home: StatusPage | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
-    ops = OpsResource(storage, clock, robots)
+    ops = OpsResource(storage, clock, robots, details=(vulndb.describe,) if vulndb else ())
     if home is None:
         home = StatusPage(storage, clock, metrics, ClientSettings(path_prefix),
                           fills=lambda: origin.stash.recent if origin is not None else ())
@@ -56,6 +63,8 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
 
     @app.route("/metrics", methods=GET, endpoint="metrics")
     def prometheus(request: IRequest) -> bytes:
+        if not metrics.exported:
+            return text(request, "not found: metrics are off (StatsExporter)", 404)
         content_type, data = metrics.exposition()
         return body(request, content_type, data)
 
@@ -64,6 +73,15 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
         if sumdb is None:
             return text(request, "not found: this proxy does not carry checksum databases", 404)
         return sumdb.handle(request, name, path)
+
+    @app.route("/vuln/<path:path>", methods=GET, endpoint="vuln")
+    def vulnerabilities(request: IRequest, path: str) -> bytes:
+        if vulndb is None:
+            return text(request, "not found: this proxy does not serve a vulnerability database", 404)
+        return vulnweb.serve(request, vulndb, path)
+
+    if admin_prefetch and origin is not None:
+        app.route(PREFETCH_PATH.decode(), methods=["POST"], endpoint="prefetch")(PrefetchEndpoint(origin).handle)
 
     @app.route("/<path:path>", methods=GET, endpoint="protocol")
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
@@ -88,12 +106,16 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   robots: bytes = DEFAULT_ROBOTS, basic_auth: tuple[str, str] | None = None,
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
                   validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
-                  home: StatusPage | None = None) -> IResource:
+                  force_ssl: bool = False, *, vulndb: VulnDatabase | None = None,
+                  admin_prefetch: bool = False, home: StatusPage | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
-                        fill_after_client_leaves, validator, protocol, home).resource()
+                        fill_after_client_leaves, validator, protocol, vulndb=vulndb,
+                        admin_prefetch=admin_prefetch, home=home).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
+    if force_ssl:
+        resource = ForceSSL(resource)
     if not path_prefix:
         return resource
     root = parent = OffPrefix("not found: this proxy answers under " + path_prefix)
@@ -126,19 +148,29 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
+              force_ssl: bool = False, vulndb: VulnDatabase | None = None,
+              vuln_policy: VulnPolicy | None = None, admin_prefetch: bool = False,
               home: StatusPage | None = None, tracing: Any = None) -> ProxySite:
-    """The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False."""
+    """
+    The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False; ``vulndb``
+    served at ``/vuln/``, ``vuln_policy`` judging zips; ``admin_prefetch``: ``POST /admin/prefetch``;
+    ``home``: the status page; ``tracing``: a span a request (:class:`athens.tracing.otel.Tracing`).
+    """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
     answers = Answers() if hit_path else None
     protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
-                                answers=answers, list_ttl=list_ttl)
+                                answers=answers, list_ttl=list_ttl, vuln_policy=vuln_policy)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
-                             fill_after_client_leaves, validator, protocol, home)
+                             fill_after_client_leaves, validator, protocol, force_ssl, vulndb=vulndb,
+                             admin_prefetch=admin_prefetch, home=home)
     hits = None
+    if answers is not None and vulndb is not None:  # a new database may flag a remembered zip: judge it again
+        vulndb.listeners.append(lambda snapshot: answers.clear())
     if answers is not None:
         authorization = None
         if basic_auth is not None:
             authorization = b"Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
-        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use, tracing=tracing)
+        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use, https_only=force_ssl,
+                       tracing=tracing)
     return ProxySite(resource, metrics, idle_timeout, hits=hits, access_log=access_log, tracing=tracing)

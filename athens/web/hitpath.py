@@ -50,6 +50,8 @@ class HitPath:
     authorization: bytes | None = None
     #: Called with (module, version) for every version served: the last-use record for ``gc``.
     used: Callable[[str, str], None] = lambda module, version: None
+    #: ``ForceSSL``: only requests that say ``X-Forwarded-Proto: https`` are hits (the rest are redirected).
+    https_only: bool = False
     #: Requests answered here (tests and the curious check which path answered).
     answered: int = 0
     #: :class:`athens.tracing.otel.Tracing` when tracing is on: a span a hit, and a request that continues a
@@ -167,7 +169,7 @@ class HitChannel(Protocol):
         answer = self.hits.answers.get(target)
         if answer is None or answer.expires < arrived:
             return False
-        given_id = agent = authorization = connection = None
+        given_id = agent = authorization = connection = proto = None
         host = False
         declined = self.hits.declined
         for header in rest.split(b"\r\n"):
@@ -188,11 +190,15 @@ class HitChannel(Protocol):
                 authorization = value
             elif name == b"connection":
                 connection = value
+            elif name == b"x-forwarded-proto":
+                proto = value
             elif name in declined:
                 return False
         if version == b"HTTP/1.1" and not host:
             return False
         if self.hits.authorization is not None and authorization != self.hits.authorization:
+            return False
+        if self.hits.https_only and proto != b"https":
             return False
         fd = -1
         if answer.path and method == b"GET":

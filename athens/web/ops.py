@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from typing import Callable
 
 import attrs
 import twisted
@@ -32,6 +33,8 @@ class OpsResource:
     storage: IStorage
     clock: object = attrs.field(default=None)
     robots: bytes = DEFAULT_ROBOTS
+    #: More to say on /readyz, a phrase each (the vulnerability database's age); none makes it not ready.
+    details: tuple[Callable[[], str], ...] = ()
 
     async def catalog(self, request: IRequest) -> bytes:
         """Athens' paging: ``?token=&pagesize=`` -> ``{"modules": [...], "next": "..."}``."""
@@ -60,7 +63,7 @@ class OpsResource:
         except Exception as e:
             log.warn("readiness check failed: {error}", error=repr(e))
             return text(request, f"not ready: {self.storage.name} storage: {e or type(e).__name__}", 503)
-        return text(request, "OK")
+        return text(request, "; ".join(["OK", *(detail() for detail in self.details)]))
 
     def version(self, request: IRequest) -> bytes:
         info = {

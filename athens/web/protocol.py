@@ -40,6 +40,7 @@ from athens.module import (
 from athens.origin import Origin
 from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
+from athens.vulndb.policy import Denied, VulnPolicy
 from athens.web.answers import LIST_REPLAY, Answers
 from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, abort, body, text
@@ -124,6 +125,8 @@ class ProtocolResource:
     answers: Answers | None = None
     #: Seconds the hit path may replay a list or ``@latest`` (never longer than ``ListCacheTTL``).
     list_ttl: float = LIST_REPLAY
+    #: ``VulnPolicy``: judges every download of a zip (None: off).
+    vuln_policy: VulnPolicy | None = None
     #: When this process last recorded a use of each version: at most one write an hour per version.
     _touched: dict[tuple[str, str], float] = attrs.field(factory=dict)
 
@@ -145,6 +148,8 @@ class ProtocolResource:
         """Offer this 200 to the hit path, which replays it for the same target until a delete anywhere."""
         if self.answers is None or (self.validator is not None and req.version):
             return  # the validator hook is asked for every request naming a version
+        if req.kind == "zip" and self.vuln_policy is not None and self.vuln_policy.flags(req.module, req.version):
+            return  # a flagged zip is judged (logged, counted) at every download
         ttl = None if req.version else self.list_ttl
         self.answers.remember(request.uri, content_type, req.kind, data, path, size,
                               req.module if req.version else "", req.version, ttl)
@@ -337,6 +342,11 @@ class ProtocolResource:
         return self._answer(request, req, TEXT, await self._stored(request, req, self.storage.go_mod))
 
     async def _zip(self, request: IRequest, req: Request) -> bytes | None:
+        if self.vuln_policy is not None:
+            try:
+                self.vuln_policy.check(req.module, req.version)
+            except Denied as e:
+                raise Forbidden(str(e)) from None
         try:
             blob = await self.storage.zip(req.module, req.version)
             self._looked_up(request, req, True)

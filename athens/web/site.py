@@ -17,6 +17,8 @@ from twisted.web.server import Request, Site
 from athens.logs import current_request_id
 from athens.metrics import Metrics
 from athens.web.accesslog import AccessLog, Line
+from athens.web.admin import MAX_BODY as PREFETCH_MAX_BODY
+from athens.web.admin import PATH as PREFETCH_PATH
 from athens.web.hitpath import Channel, HitChannel, HitPath
 from athens.web.requestid import request_id
 
@@ -85,7 +87,11 @@ class TimedRequest(Request):
         super().connectionLost(reason)
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
-        if length is not None and length > self.max_body:
+        limit = self.max_body
+        target = getattr(self.channel, "_path", b"").split(b"?", 1)[0]  # the request line is all there is yet
+        if target.endswith(PREFETCH_PATH):
+            limit = PREFETCH_MAX_BODY
+        if length is not None and length > limit:
             transport = self.channel.transport if self.channel is not None else None
             if transport is not None:
                 message = b"request body too large: this proxy reads none\n"

@@ -159,6 +159,8 @@ class StatusPage:
         links = {name: f"{self.client.path_prefix}/{path}" for name, path in (
             ("Catalog", "catalog"), ("Index", "index"), ("Metrics", "metrics"), ("Version", "version"),
             ("Ready", "readyz"), ("Health", "healthz"))}
+        if not self.metrics.exported:  # StatsExporter = "": no /metrics to link to
+            links["Metrics"] = ""
         return {
             "Host": host,
             "NoSumPatterns": ",".join(self.client.no_sum_patterns),

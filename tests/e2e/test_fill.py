@@ -220,4 +220,5 @@ def test_a_failed_fetch_stores_nothing_and_leaves_no_temporary_directory(filling
     storage = filling.log.parent / "storage"
     assert not (storage / "github.com" / "athens-test" / "no-such-repo-either").exists()
     assert not (storage / UNREACHABLE_OWNER).exists()
-    assert list((filling.log.parent / "goget").iterdir()) == []
+    # (the shelf of Go toolchains the go command switched to is kept there on purpose: athens/fetch/toolchains.py)
+    assert [p for p in (filling.log.parent / "goget").iterdir() if p.name != "athens-toolchains"] == []

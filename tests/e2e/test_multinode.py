@@ -1,4 +1,4 @@
-"""Three real daemons sharing one store and one Redis lock: one origin fetch, identical bytes."""
+"""Real daemons sharing one store and one lock (Redis or etcd): one origin fetch, identical bytes."""
 
 from __future__ import annotations
 
@@ -65,6 +65,23 @@ def postgres_nodes(tmp_path, e2e, redis_server, postgres_server):
     yield nodes
     for node in nodes:
         stop_cleanly(node)
+
+
+@pytest.fixture
+def etcd_nodes(tmp_path, e2e, redis_server, etcd_server):
+    nodes = start_nodes(tmp_path, e2e, {"ATHENS_STORAGE_TYPE": "redis", "ATHENS_REDIS_ENDPOINT": redis_server.endpoint,
+                                        "ATHENS_SINGLE_FLIGHT_TYPE": "etcd",
+                                        "ATHENS_ETCD_ENDPOINTS": etcd_server.endpoint}, n=2)
+    yield nodes
+    for node in nodes:
+        stop_cleanly(node)
+
+
+def test_two_nodes_with_the_etcd_lock_fetch_once(etcd_nodes, e2e, tmp_path):
+    results = concurrent_cold_requests(etcd_nodes, f"/{CONCURRENT}/@v/v1.0.0.zip", count=40)
+    check_one_fetch(etcd_nodes, results, f"{CONCURRENT}@v1.0.0")
+    got, _ = download(tmp_path / "client", etcd_nodes[1], f"{CONCURRENT}@v1.0.0")
+    assert got[f"{CONCURRENT}@v1.0.0"]["Sum"] == e2e.direct[f"{CONCURRENT}@v1.0.0"]["Sum"]
 
 
 def test_three_nodes_on_redis_fetch_once(redis_nodes, e2e, tmp_path):
