@@ -1,6 +1,7 @@
 """
 ``athens-admin``: operator commands that work on a store directly
-(import, list, verify, delete, gc, copy, prefetch, vulndb).
+(import, list, verify, delete, gc, copy, prefetch, vulndb), and the key pair of the
+organisation's checksum database (sumdb-key).
 
 The daemon need not run; the storage is opened from the same configuration
 (file, ``ATHENS_*`` variables, options) the daemon uses.
@@ -9,6 +10,7 @@ The daemon need not run; the storage is opened from the same configuration
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Sequence
@@ -27,6 +29,7 @@ from athens.progress import ProgressBar
 from athens.prefetch import JOBS, Outcome, Result, prefetch
 from athens.storage.factory import open_storage
 from athens.storage.interface import IStorage, NotFound, StorageError
+from athens.sumdb import NoteError, SignerKey
 from athens.vulndb import admin as vulndb_admin
 from athens.wanted import Wanted, read_wanted
 
@@ -52,6 +55,11 @@ def parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="delete versions nobody has used for N days")
     gc.add_argument("--unused-days", type=float, required=True, help="delete what was last used before this many days")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    key = sub.add_parser("sumdb-key", help="create the key pair of the organisation's checksum database",
+                         description="Writes the signer key to a new file (mode 600) and prints the verifier key "
+                                     "that clients put in GOSUMDB.")
+    key.add_argument("name", help="the database's name, such as sum.example.com (OwnSumDB.Name)")
+    key.add_argument("--key-file", help="where to write the signer key (default: OwnSumDB.KeyFile, else NAME.key)")
     copy = sub.add_parser("copy", help="copy every cached version into another storage (disk to redis, ...)")
     copy.add_argument("--to-config", help="TOML configuration naming the target storage")
     copy.add_argument("--to-storage", choices=STORAGE_TYPES, help="target storage type")
@@ -211,6 +219,30 @@ def _read_text(name: str) -> str:
         return f.read(64 << 20)
 
 
+def _sumdb_key(args: argparse.Namespace, config: Config) -> int:
+    """A new key pair: the signer key into a file nobody else may read, the verifier key to stdout."""
+    try:
+        key = SignerKey.generate(args.name)
+    except NoteError as e:
+        print(f"athens-admin sumdb-key: {e}", file=sys.stderr)
+        return 2
+    path = args.key_file or config.own_sumdb_key_file or f"{args.name}.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        print(f"athens-admin sumdb-key: cannot create {path}: {e.strerror} (an existing key is never overwritten)",
+              file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "w") as f:
+        f.write(key.text() + "\n")
+    vkey = key.verifier().text()
+    print(vkey)
+    print(f"wrote the signer key of {args.name} to {path}; configure OwnSumDB.Name = {args.name!r} and "
+          f"OwnSumDB.KeyFile = {os.path.abspath(path)!r}, and give clients\n"
+          f"  GOSUMDB=\"{vkey} https://<this proxy>/sumdb/{args.name}\"", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"import": _import, "list": _list, "verify": _verify, "delete": _delete, "copy": _copy, "gc": _gc,
             "vulndb": vulndb_admin.run}
 
@@ -219,6 +251,8 @@ async def _run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor
 
     config = load(args.config, overrides={"storage_type": args.storage, "disk_root": args.storage_root})
+    if args.command == "sumdb-key":  # needs no store
+        return _sumdb_key(args, config)
     storage = open_storage(config, reactor)
     try:
         if args.command == "prefetch":  # it fills from the origin: it needs the whole configuration

@@ -94,6 +94,10 @@ class Config:
     sum_dbs: tuple[str, ...] = ("https://sum.golang.org",)
     sum_db_keys: tuple[str, ...] = ()
     verify_checksums: bool = True
+    # -- the organisation's own checksum database (off without a name) --
+    own_sumdb_name: str = ""
+    own_sumdb_key_file: str = ""
+    own_sumdb_patterns: tuple[str, ...] = ()
     # -- the vulnerability database and its policy --
     vulndb_url: str = "https://vuln.go.dev"
     vulndb_refresh: int = 3600
@@ -118,6 +122,11 @@ class Config:
     sentinel_db: int = 0
     etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
     prefetch_endpoint: bool = False
+
+    @property
+    def private_patterns(self) -> tuple[str, ...]:
+        """Modules no public checksum database is asked about: ``NoSumPatterns`` and ``OwnSumDB.Patterns``."""
+        return self.no_sum_patterns + self.own_sumdb_patterns
 
     def redis_for_storage(self) -> tuple[str, str]:
         """Storage Redis: its own endpoint, else the single-flight one (one variable sets up both)."""
@@ -223,7 +232,7 @@ def _download_mode(key: str, raw: Any) -> str:
 
 
 def _sum_db_keys(key: str, raw: Any) -> tuple[str, ...]:
-    from athens.fetch.checksums import parse_key
+    from athens.sumdb import parse_key
 
     items = _string_list(",")(key, raw)
     for item in items:
@@ -232,6 +241,13 @@ def _sum_db_keys(key: str, raw: Any) -> tuple[str, ...]:
         except ValueError as e:
             raise ConfigError(f"{key}: {e}") from None
     return items
+
+
+def _sumdb_name(key: str, raw: Any) -> str:
+    value = _string(key, raw).strip()
+    if value and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._~:-]*$", value):
+        raise ConfigError(f"{key}: {raw!r} is not a checksum database name like sum.example.com")
+    return value
 
 
 def _path_prefix(key: str, raw: Any) -> str:
@@ -366,6 +382,9 @@ KEYS: tuple[Key, ...] = (
     Key(("SumDBs",), ("ATHENS_SUM_DBS",), "sum_dbs", _string_list(",")),
     Key(("SumDBKeys",), ("ATHENS_SUM_DB_KEYS",), "sum_db_keys", _sum_db_keys),
     Key(("VerifyChecksums",), ("ATHENS_VERIFY_CHECKSUMS",), "verify_checksums", _bool),
+    Key(("OwnSumDB", "Name"), ("ATHENS_OWN_SUMDB_NAME",), "own_sumdb_name", _sumdb_name),
+    Key(("OwnSumDB", "KeyFile"), ("ATHENS_OWN_SUMDB_KEY_FILE",), "own_sumdb_key_file", _path),
+    Key(("OwnSumDB", "Patterns"), ("ATHENS_OWN_SUMDB_PATTERNS",), "own_sumdb_patterns", _string_list(",")),
     Key(("VulnDBURL",), ("ATHENS_VULNDB_URL",), "vulndb_url", _vulndb_url),
     Key(("VulnDBRefresh",), ("ATHENS_VULNDB_REFRESH",), "vulndb_refresh", _positive_int),
     Key(("VulnPolicy",), ("ATHENS_VULN_POLICY",), "vuln_policy", _choice(("off", "warn", "deny"))),

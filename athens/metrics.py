@@ -3,8 +3,10 @@ Prometheus metrics, on a registry of their own (one per daemon; tests get fresh 
 
 What an operator watches: requests by endpoint and status, cache hits and
 misses, fetches from the origin (count, outcome, duration, in flight),
-bytes served, storage errors, and the vulnerability database (its age,
-size, refreshes, and the zips its policy warned about or refused).
+bytes served, storage errors, records added to the organisation's checksum
+database, versions refused because a checksum database holds other hashes,
+and the vulnerability database (its age, size, refreshes, and the zips its
+policy warned about or refused).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Metrics:
     fetches_in_flight: Any = None
     bytes_served: Any = None
     storage_errors: Any = None
+    sumdb_records: Any = None
+    checksum_refusals: Any = None
     vulndb_age: Any = None
     vulndb_entries: Any = None
     vulndb_refreshes: Any = None
@@ -88,6 +92,10 @@ class Metrics:
                                        multiprocess_mode="livesum")
         self.bytes_served = Counter("athens_served_bytes", "Response body bytes sent", ["endpoint"], registry=r)
         self.storage_errors = Counter("athens_storage_errors", "Requests that failed on storage", registry=r)
+        self.sumdb_records = Counter("athens_sumdb_records", "Records this node added to the organisation's "
+                                     "checksum database", ["kind"], registry=r)
+        self.checksum_refusals = Counter("athens_checksum_refusals", "Versions refused because their hashes "
+                                         "differ from a checksum database's", ["database"], registry=r)
         self.vulndb_age = Gauge("athens_vulndb_age_seconds", "Seconds since the vulnerability database copy was "
                                 "last known current (+Inf: no copy)", registry=r, multiprocess_mode="livemax")
         self.vulndb_age.set(float("inf"))

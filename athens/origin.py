@@ -73,8 +73,12 @@ class Origin:
 
     async def _small(self, module: str, version: str, kind: str) -> bytes:
         data = await small_of(self.fetcher, module, version, kind)
-        if kind == "mod" and self.stash.verifier is not None:
-            await self.stash.verifier.verify_mod(module, version, data)
+        if kind == "mod":
+            if self.stash.verifier is not None:
+                await self.stash.verifier.verify_mod(module, version, data)
+            if self.stash.own is not None:
+                await self.stash.own.check_mod(module, version, data)
+            self._keep_mod(module, version, data)
         return data
 
     async def store_mod(self, module: str, version: str) -> tuple[bytes, bool]:

@@ -21,7 +21,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 from twisted.logger import Logger
 
-from athens.fetch.checksums import go_mod_hash
+from athens.sumdb import go_mod_hash
 from athens.fetch.interface import NoSmallFetch, OriginError
 from athens.filter import Action
 from athens.maintenance import verify_version

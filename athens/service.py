@@ -18,7 +18,6 @@ from twisted.python.components import Componentized
 from athens import __version__
 from athens.config import Config, ConfigError, port_to_endpoint
 from athens.fetch.credentials import prepare_home
-from athens.fetch.checksums import ChecksumVerifier, verifier_key
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
 from athens.fetch.interface import IFetcher
@@ -36,6 +35,8 @@ from athens.logs import LEVELS, make_observer
 from athens.metrics import Metrics
 from athens.storage.cached import CachedStorage
 from athens.storage.interface import IStorage, StorageError
+from athens.sumdb import (ChecksumVerifier, OwnSumDBResource, SumDBProxy, TileCache, build_own_sumdb, sumdb_name,
+                          verifier_key)
 from athens.vulndb.service import VulnDBService
 from athens.web.accesslog import AccessLog
 from athens.web.answers import LIST_REPLAY
@@ -45,7 +46,6 @@ from athens.tracing import TraceSettings
 from athens.tracing import start as start_tracing
 from athens.web.reloadtls import ReloadableTLS, TLSFilesError
 from athens.web.status import ClientSettings, StatusPage
-from athens.web.sumdb import SumDBProxy, TileCache, sumdb_name
 from athens.web.validator import ValidatorHook
 from athens.workers import AdoptedPort, WorkerSupervisor
 
@@ -82,7 +82,7 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         timeout=config.stash_timeout,
         work_dir=config.go_get_dir,
         home=home,
-        no_sum_patterns=config.no_sum_patterns,
+        no_sum_patterns=config.private_patterns,
         base_env=environ,
         toolchains=shelf if (shelf := ToolchainShelf(default_directory(config.go_get_dir))).prepare() else None,
     )
@@ -103,15 +103,19 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         raise ConfigError(f"GoBinaryEnvVars: {e}") from None
     fetcher = PerModuleFetcher(chain, policy.fill_url, upstream) if policy.rules else chain
     lists = ListCache(fetcher, reactor, ttl=config.list_cache_ttl, negative_ttl=min(15, config.list_cache_ttl))
-    verifier = None
-    if config.verify_checksums and config.sum_dbs:
+    upstream_db = None
+    if config.sum_dbs:
         name = sumdb_name(config.sum_dbs[0])
         key = verifier_key(name, config.sum_db_keys)
-        if key is None:  # a check without the key would prove nothing: refuse rather than pretend
+        if key is not None:
+            upstream_db = ChecksumVerifier(config.sum_dbs[0], key, pool, reactor, config.private_patterns)
+        elif config.verify_checksums:  # a check without the key would prove nothing: refuse rather than pretend
             raise ConfigError(f"VerifyChecksums: no key is known for the checksum database {name}; add its "
                               f"verifier key (name+hash+key) to SumDBKeys, or set VerifyChecksums = false")
-        verifier = ChecksumVerifier(config.sum_dbs[0], key, pool, reactor, config.no_sum_patterns)
-    stash = Stash(fetcher, storage, build_lock(config, reactor), verifier, metrics or Metrics())
+    metrics = metrics or Metrics()
+    lock = build_lock(config, reactor)
+    own = build_own_sumdb(config, lock, upstream_db, metrics)
+    stash = Stash(fetcher, storage, lock, upstream_db if config.verify_checksums else None, metrics, own=own)
     return Origin(fetcher, stash, lists, policy, filter_rules, config.network_mode, config.global_endpoint,
                   http_pool=pool)
 
@@ -182,8 +186,10 @@ class AthensService(MultiService):
         self.origin = origin if origin is not None else build_origin(config, served, reactor, self.metrics,
                                                                      self.tracing)
         tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
+        own = self.origin.stash.own
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
-                                config.no_sum_patterns, tiles)
+                                config.private_patterns, tiles,
+                                own=OwnSumDBResource(own, storage, self.origin) if own is not None else None)
         # Lines go through twisted.logger until our own observer is known to be the one in use (setServiceParent).
         self.access_log = AccessLog(enabled=LEVELS[config.log_level] <= LogLevel.info, json=config.log_format == "json",
                                     clock=reactor)
@@ -196,7 +202,8 @@ class AthensService(MultiService):
                                     self.metrics)
         # The status page counts the store itself (the LRU in front would hide the backend's own count).
         home = StatusPage(storage, reactor, self.metrics,
-                          ClientSettings.from_config(config, workers=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))),
+                          ClientSettings.from_config(config, workers=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+                                                     own=self.origin.stash.own),
                           config.home_template_path, fills=lambda: self.origin.stash.recent)
         self.site = make_site(self.cached, reactor, self.origin, config.redirect_code,
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
@@ -269,6 +276,12 @@ class AthensService(MultiService):
         where = f" in {config.disk_root}" if self.storage.name == "disk" else ""
         verify = (f"checked against {config.sum_dbs[0]}" if config.verify_checksums and config.sum_dbs
                   else "not checked against a checksum database")
+        own = self.origin.stash.own
+        if own is not None:
+            log.info("the organisation's checksum database {name} is served at /sumdb/{name} (its log kept in "
+                     "{store} storage); clients set GOSUMDB=\"{vkey} <this proxy's URL>{prefix}/sumdb/{name}\"",
+                     name=own.name, store=own.log.store.name, vkey=own.log.signer.verifier().text(),
+                     prefix=config.path_prefix)
         log.info(
             "athens-py {version} serving {storage} storage{where} on {endpoint}; origins: GOPROXY={goproxy}; "
             "upstream modules {verify}",
@@ -333,6 +346,8 @@ class AthensService(MultiService):
         if self.origin.stash.lock is not None:
             await self.origin.stash.lock.close()
         await self.storage.close()
+        if self.origin.stash.own is not None:
+            await self.origin.stash.own.log.store.close()
         if self.tracing is not None:  # the last spans go out (the export has its own timeout: 10 s)
             await self.tracing.shutdown()
         if self.own_metrics_dir:  # every worker has ended: nobody counts into it any more

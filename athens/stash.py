@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
-from athens.fetch.checksums import ChecksumVerifier
 from athens.fetch.interface import Fetched, Growing, IFetcher, OriginError, OriginNotFound
 from athens.metrics import Metrics
 from athens.modzip import InvalidZip, check_zip
@@ -27,7 +26,8 @@ from athens.module import ModuleVersion
 from athens.singleflight import SingleFlight
 from athens.singleflight.interface import ILock
 from athens.storage.disk import FileBlob
-from athens.storage.interface import IStorage
+from athens.storage.interface import IStorage, StorageError
+from athens.sumdb import ChecksumMismatch, ChecksumVerifier, OwnSumDB
 
 log = Logger()
 
@@ -55,6 +55,8 @@ class Stash:
     #: Checks what upstreams send against the checksum database; None: not checked.
     verifier: ChecksumVerifier | None = None
     metrics: Metrics = attrs.field(factory=Metrics)
+    #: The organisation's checksum database: logs what is stored, refuses what differs from its log.
+    own: OwnSumDB | None = None
     flights: SingleFlight[None] = attrs.field(factory=SingleFlight)
     #: Zips arriving now, for stream-through; and who waits to hear of one.
     _growing: dict[ModuleVersion, Growing] = attrs.field(factory=dict)
@@ -149,8 +151,16 @@ class Stash:
         fetched = await self.fetcher.download(key.path, key.version, lambda g: self._zip_started(key, g))
         try:
             zip_hash = await deferToThread(_check, fetched)
-            if self.verifier is not None and not fetched.checked:
-                await self.verifier.verify(key.path, key.version, zip_hash, fetched.mod)
+            verified = False
+            if self.verifier is not None and not fetched.checked and not self.verifier.skips(key.path):
+                try:
+                    await self.verifier.verify(key.path, key.version, zip_hash, fetched.mod)
+                except ChecksumMismatch:
+                    self.metrics.checksum_refusals.labels("upstream").inc()
+                    raise
+                verified = True
+            if self.own is not None:
+                await self._vouch(key, zip_hash, fetched.mod, verified)
             f = await deferToThread(open, fetched.zip_path, "rb")
             blob = FileBlob(f, os.fstat(f.fileno()).st_size)
             try:
@@ -162,6 +172,17 @@ class Stash:
                 self.recent.appendleft(Fill(key.path, key.version, time.time(), time.monotonic() - started))
         finally:
             await fetched.cleanup()
+
+    async def _vouch(self, key: ModuleVersion, zip_hash: str, mod: bytes, verified: bool) -> None:
+        """Log the version before it is stored: a copy that differs from the log is refused (raised)."""
+        assert self.own is not None
+        try:
+            await self.own.admit(key.path, key.version, zip_hash, mod, verified)
+        except ChecksumMismatch:
+            raise
+        except (OriginError, StorageError) as e:  # stored all the same; a lookup logs it later, or says why not
+            log.warn("{what} is stored but not logged in the checksum database {name}: {error}", what=str(key),
+                     name=self.own.name, error=str(e))
 
 
 def origin_name(fetcher: IFetcher) -> str:

@@ -8,6 +8,7 @@ fetches them like any public module without a network.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -79,8 +80,9 @@ class Origins:
             target = repo / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
-        self._day += 1
-        env = git_env(repo, f"2024-01-{self._day:02d}T03:04:05Z")
+        self._day += 1  # a day a commit: 2024-01-02, ... (past the 31st, on into February)
+        day = datetime.date(2024, 1, 1) + datetime.timedelta(days=self._day - 1)
+        env = git_env(repo, f"{day.isoformat()}T03:04:05Z")
         git(repo, "add", "-A", env=env)
         git(repo, "commit", "-q", "-m", f"commit {self._day}", env=env)
         if tag:

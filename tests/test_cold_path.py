@@ -18,7 +18,7 @@ from athens.storage.disk import DiskStorage
 from athens.storage.interface import NotFound
 from athens.web.app import make_site
 from tests import rawhttp
-from tests.fetch.test_checksums import FakeSumDB, make_key, record
+from tests.sumdb.test_verifier import FakeSumDB, make_key, record
 from tests.inprocess import serve
 from tests.test_hostile import ERRORS, NormalisingUpstream
 

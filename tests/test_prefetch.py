@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import deferLater
 
-from athens.fetch.checksums import go_mod_hash
+from athens.sumdb import go_mod_hash
 from athens.fetch.interface import OriginNotFound
 from athens.fetch.testing import FakeFetcher
 from athens.filter import parse_filter

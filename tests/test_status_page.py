@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import time
 
@@ -21,7 +22,7 @@ from athens.storage.memory import MemoryStorage
 from athens.storage.summary import Summary, SummaryCache
 from athens.web.app import make_resource, make_site
 from athens.web.status import ClientSettings, StatusPage
-from tests.fetch.test_checksums import make_key
+from tests.sumdb.test_verifier import make_key
 from tests.inprocess import serve
 from tests.test_web import get, seed
 
@@ -73,6 +74,18 @@ def test_gosumdb_is_shown_when_the_proxy_carries_another_checksum_database():
     assert ClientSettings.from_config(other).gosumdb == vkey
     assert ClientSettings.from_config(other).sumdbs == ("sum.example.com",)
     assert ClientSettings.from_config(config.load(environ={})).gosumdb == ""  # sum.golang.org: the default
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_the_organisations_checksum_database_gosumdb_names_it_here_and_nothing_is_private():
+    storage = MemoryStorage()
+    page = StatusPage(storage, client=ClientSettings("/athens", ("git.corp/x",), own_sumdb="sum.corp.example",
+                                                     own_sumdb_key="sum.corp.example+01020304+KEY"))
+    _, content = await get(page_client(storage, page, "/athens"), "/athens/")
+    assert '<pre>export GOPROXY=http://proxy/athens,direct\nexport GOSUMDB="sum.corp.example+01020304+KEY ' \
+           'http://proxy/athens/sumdb/sum.corp.example"</pre>' in html.unescape(content.decode())  # ("+" is &#43;)
+    assert b"GONOSUMDB=" not in content
+    assert "runs the organisation's checksum database sum.corp.example" in text_of(content)
 
 
 @pytest_twisted.ensureDeferred

@@ -29,7 +29,7 @@ from typing import Callable
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from athens.fetch.checksums import go_mod_hash, parse_key
+from athens.sumdb import go_mod_hash, parse_key
 from athens.modzip import check_zip
 
 TOOLCHAIN = "golang.org/toolchain"

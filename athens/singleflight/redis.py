@@ -64,7 +64,7 @@ class RedisLockServer:
     ttl: float = 900.0
     prefix: str = "athens:"
 
-    def _key(self, what: ModuleVersion) -> bytes:
+    def _key(self, what: ModuleVersion | str) -> bytes:
         return f"{self.prefix}lock:{what}".encode()
 
     def join(self, what: ModuleVersion) -> Deferred[_Claim]:

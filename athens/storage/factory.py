@@ -21,19 +21,9 @@ def open_storage(config: Config, reactor: Any = None) -> IStorage:
         except OSError as e:
             raise ConfigError(f"Storage.Disk.RootPath: cannot use {config.disk_root!r}: {e.strerror}") from None
     if config.storage_type == "redis":
-        from athens.storage.redis import RedisStorage, connect
+        from athens.storage.redis import RedisStorage
 
-        if not config.redis_storage_endpoint and config.single_flight_type == "redis-sentinel":
-            from athens.singleflight.redis import connect_sentinel
-
-            master = connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
-                                      config.redis_password, config.lock_timeout, config.sentinel_db)
-            return RedisStorage(master, config.redis_key_prefix)
-        endpoint, password = config.redis_for_storage()
-        try:
-            return RedisStorage(connect(endpoint, password, timeout=config.lock_timeout), config.redis_key_prefix)
-        except ValueError as e:
-            raise ConfigError(f"Storage.Redis.Endpoint: {e}") from None
+        return RedisStorage(storage_redis(config), config.redis_key_prefix)
     if config.storage_type == "postgres":
         from athens.storage.sql import PostgresStorage
 
@@ -43,3 +33,19 @@ def open_storage(config: Config, reactor: Any = None) -> IStorage:
             from twisted.internet import reactor
         return PostgresStorage.connect(config.postgres_url, reactor, config.postgres_max_connections)
     raise ConfigError(f"StorageType: {config.storage_type!r} is not supported")
+
+
+def storage_redis(config: Config) -> Any:
+    """A connection to the store's Redis: its own endpoint, else the single-flight one, or Sentinel's master."""
+    from athens.storage.redis import connect
+
+    if not config.redis_storage_endpoint and config.single_flight_type == "redis-sentinel":
+        from athens.singleflight.redis import connect_sentinel
+
+        return connect_sentinel(config.sentinel_endpoints, config.sentinel_master, config.sentinel_password,
+                                config.redis_password, config.lock_timeout, config.sentinel_db)
+    endpoint, password = config.redis_for_storage()
+    try:
+        return connect(endpoint, password, timeout=config.lock_timeout)
+    except ValueError as e:
+        raise ConfigError(f"Storage.Redis.Endpoint: {e}") from None

@@ -17,6 +17,7 @@ from twisted.web.resource import IResource, Resource
 from athens.metrics import Metrics
 from athens.origin import Origin
 from athens.storage.interface import IStorage
+from athens.sumdb import SumDBProxy
 from athens.vulndb import web as vulnweb
 from athens.vulndb.database import VulnDatabase
 from athens.vulndb.policy import VulnPolicy
@@ -32,7 +33,6 @@ from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text
 from athens.web.site import ProxySite
 from athens.web.status import ClientSettings, StatusPage
-from athens.web.sumdb import SumDBProxy
 from athens.web.validator import ValidatorHook
 
 GET = ["GET", "HEAD"]

@@ -56,11 +56,15 @@ class ClientSettings:
     basic_auth: bool = False
     #: Several worker processes serve the port (fills are listed per process).
     workers: bool = False
+    #: The organisation's checksum database this proxy runs (``OwnSumDB.Name``) and its verifier key, if any:
+    #: then GOSUMDB names it, at this proxy's URL, and no module needs GONOSUMDB.
+    own_sumdb: str = ""
+    own_sumdb_key: str = ""
 
     @classmethod
-    def from_config(cls, config: Any, workers: bool = False) -> "ClientSettings":
-        from athens.fetch.checksums import verifier_key
-        from athens.web.sumdb import sumdb_name
+    def from_config(cls, config: Any, workers: bool = False, own: Any = None) -> "ClientSettings":
+        """``own``: the :class:`athens.sumdb.OwnSumDB` the proxy runs, if any."""
+        from athens.sumdb import sumdb_name, verifier_key
 
         names = tuple(sumdb_name(url) for url in config.sum_dbs)
         gosumdb = ""
@@ -69,7 +73,8 @@ class ClientSettings:
             key = next((k for k in config.sum_db_keys if k.split("+", 1)[0] == names[0]), "")
             gosumdb = key or (names[0] if verifier_key(names[0], ()) else "")
         return cls(config.path_prefix, config.no_sum_patterns, names, gosumdb,
-                   bool(config.basic_auth_user and config.basic_auth_pass), workers)
+                   bool(config.basic_auth_user and config.basic_auth_pass), workers,
+                   own.name if own is not None else "", own.log.signer.verifier().text() if own is not None else "")
 
 
 @attrs.define
@@ -151,6 +156,7 @@ class StatusPage:
         if self.client.basic_auth:
             scheme, _, rest = url.partition("://")
             goproxy = f"{scheme}://USER:PASSWORD@{rest}"
+        own = self.client.own_sumdb
         cache = self.summaries
         now = cache.now()
         summary = cache.last
@@ -166,8 +172,9 @@ class StatusPage:
             "NoSumPatterns": ",".join(self.client.no_sum_patterns),
             "URL": url,
             "GOPROXY": goproxy + ",direct",
-            "GONOSUMDB": ",".join(self.client.no_sum_patterns),
-            "GOSUMDB": self.client.gosumdb,
+            "GONOSUMDB": "" if own else ",".join(self.client.no_sum_patterns),
+            "GOSUMDB": f"{self.client.own_sumdb_key} {url}/sumdb/{own}" if own else self.client.gosumdb,
+            "OwnSumDB": own,
             "SumDBs": list(self.client.sumdbs),
             "BasicAuth": self.client.basic_auth,
             "Version": __version__,

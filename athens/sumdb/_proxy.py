@@ -7,7 +7,8 @@ database itself).  ``lookup``, ``tile`` and ``latest`` pass through byte for
 byte with the database's status and content type.  A full tile never
 changes, so it is kept and served without asking the database again;
 ``latest`` and partial tiles (``.p/<width>``) always go through.  A lookup
-of a module matching ``NoSumPatterns`` is refused with 403.
+of a private module (``NoSumPatterns``, ``OwnSumDB.Patterns``) is refused with 403.  The
+organisation's own database, when there is one, answers under its own name.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from twisted.web.iweb import IRequest
 from athens.fetch.egress import via
 from athens.module import InvalidInput, unescape
 from athens.policy import match_patterns
+from athens.sumdb._server import OwnSumDBResource
 from athens.web.responses import body, text
 
 log = Logger()
@@ -92,12 +94,16 @@ class SumDBProxy:
     timeout: float = 30.0
     #: Requests sent to the databases: observability, and tests count them.
     upstream_requests: int = 0
+    #: The organisation's own database, served under its name beside the carried ones.
+    own: OwnSumDBResource | None = None
 
     @property
     def names(self) -> dict[str, str]:
         return {sumdb_name(u): u.rstrip("/") for u in self.urls}
 
     async def handle(self, request: IRequest, name: str, path: str) -> bytes:
+        if self.own is not None and name == self.own.name:
+            return await self.own.handle(request, path)
         base = self.names.get(name)
         if path == "supported":
             if base is None:
@@ -130,7 +136,8 @@ class SumDBProxy:
             return ""
         for pattern in self.no_sum_patterns:
             if match_patterns(pattern, module):
-                return f"forbidden: {module} matches NoSumPatterns; its checksums are not looked up"
+                return (f"forbidden: {module} is private (NoSumPatterns, OwnSumDB.Patterns); its checksums are "
+                        "not looked up")
         return ""
 
     async def _fetch(self, url: str) -> tuple[int, bytes, bytes]:

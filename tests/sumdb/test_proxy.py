@@ -10,7 +10,7 @@ from twisted.web.server import Site
 from athens.fetch.upstream import make_pool
 from athens.storage.memory import MemoryStorage
 from athens.web.app import make_site
-from athens.web.sumdb import SumDBProxy, TileCache
+from athens.sumdb import SumDBProxy, TileCache
 from tests.inprocess import serve
 
 #: Every protocol answer here, from the full path and again from the hit path.

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from athens.fetch.checksums import (
+from athens.sumdb import (
     KNOWN_KEYS,
     ChecksumMismatch,
     ChecksumVerifier,

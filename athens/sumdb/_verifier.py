@@ -19,68 +19,34 @@ from typing import Any, Sequence
 
 import attrs
 import treq
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from twisted.logger import Logger
 
 from athens.fetch.egress import via
 from athens.fetch.interface import OriginError, OriginNotFound
 from athens.module import escape
 from athens.policy import match_patterns
+from athens.sumdb._note import NoteError, VerifierKey, open_note
 
 log = Logger()
 
 KNOWN_KEYS = {"sum.golang.org": "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"}
-_ALG_ED25519 = 1
 
 
 class ChecksumMismatch(OriginError):
     """What the upstream sent is not what the checksum database recorded."""
 
 
-@attrs.frozen
-class VerifierKey:
-    name: str
-    hash: bytes
-    public: bytes
-
-
 def parse_key(text: str) -> VerifierKey:
-    try:
-        name, hash_hex, key_b64 = text.strip().split("+", 2)  # base64 may hold "+"
-        raw = base64.b64decode(key_b64, validate=True)
-        key_hash = bytes.fromhex(hash_hex)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a checksum database key (name+hash+key)") from None
-    if len(raw) != 33 or raw[0] != _ALG_ED25519 or len(key_hash) != 4:
-        raise ValueError(f"{text!r} is not an Ed25519 checksum database key")
-    if hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4] != key_hash:
-        raise ValueError(f"{text!r}: the key hash does not match the key")
-    return VerifierKey(name, key_hash, raw[1:])
+    """A verifier key in the go command's ``GOSUMDB`` form ``name+hash+key`` (ValueError otherwise)."""
+    return VerifierKey.parse(text)
 
 
 def verify_note(note: bytes, key: VerifierKey) -> bytes:
     """The text of a signed note, if ``key`` signed it; raise ChecksumMismatch otherwise."""
-    text, sep, signatures = note.partition(b"\n\n")
-    if not sep:
-        raise ChecksumMismatch("the checksum database's tree head is not a signed note")
-    text += b"\n"
-    prefix = "\u2014 ".encode() + key.name.encode() + b" "
-    for line in signatures.split(b"\n"):
-        if not line.startswith(prefix):
-            continue
-        try:
-            raw = base64.b64decode(line[len(prefix) :], validate=True)
-        except ValueError:
-            continue
-        if len(raw) != 68 or raw[:4] != key.hash:
-            continue
-        try:
-            Ed25519PublicKey.from_public_bytes(key.public).verify(raw[4:], text)
-            return text
-        except InvalidSignature:
-            break
-    raise ChecksumMismatch(f"the tree head is not signed by {key.name}")
+    try:
+        return open_note(note, key)
+    except NoteError as e:
+        raise ChecksumMismatch(f"the checksum database's tree head: {e}") from None
 
 
 def parse_lookup(data: bytes) -> tuple[dict[str, str], bytes]:
