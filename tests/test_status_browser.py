@@ -12,11 +12,9 @@ import shutil
 import struct
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.daemon import free_port, start_daemon
+from tests.daemon import free_port, http_status, start_daemon
 from tests.e2e.test_shutdown import wait_until
 from tests.servers import _wait_port
 from tests.test_stash_and_lists import module_zip
@@ -47,13 +45,6 @@ def publish(root: Path, module: str, version: str, zip_bytes: bytes) -> None:
     (where / "list").write_text(f"{version}\n")
 
 
-def status_of(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
 
 
 def test_a_browser_shows_the_status_page_of_a_running_daemon(tmp_path):
@@ -73,11 +64,11 @@ def test_a_browser_shows_the_status_page_of_a_running_daemon(tmp_path):
             "ATHENS_GO_BINARY_ENV_VARS": f"GOPROXY=http://127.0.0.1:{port}",
             "ATHENS_GONOSUM_PATTERNS": "example.com",  # (no checksum database here)
         })
-        assert status_of(f"{daemon.url}/example.com/hello/@v/v1.0.0.zip") == 200  # a fill (streamed, then stored)
+        assert http_status(f"{daemon.url}/example.com/hello/@v/v1.0.0.zip") == 200  # a fill (streamed, then stored)
         wait_until((tmp_path / "storage/example.com/hello/v1.0.0/source.zip").is_file, "the fill is stored")
-        assert status_of(f"{daemon.url}/example.com/hello/@v/v1.0.0.info") == 200  # a hit
-        assert status_of(f"{daemon.url}/example.com/broken/@v/v1.0.0.zip") == 502  # an origin failure
-        assert status_of(f"{daemon.url}/example.com/nothing/@v/v1.0.0.zip") == 404  # not found there
+        assert http_status(f"{daemon.url}/example.com/hello/@v/v1.0.0.info") == 200  # a hit
+        assert http_status(f"{daemon.url}/example.com/broken/@v/v1.0.0.zip") == 502  # an origin failure
+        assert http_status(f"{daemon.url}/example.com/nothing/@v/v1.0.0.zip") == 404  # not found there
 
         dom = browse(daemon.url + "/", tmp_path / "profile-dom", "--dump-dom").stdout.decode()
         words = " ".join(re.sub(r"<[^>]+>", " ", dom).split())  # what a reader sees
