@@ -22,6 +22,9 @@ from athens.athenskeys import is_athens_key
 
 STORAGE_TYPES = ("memory", "disk", "redis", "postgres")
 SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
+#: Athens' IndexType values ("" is "none" there); every one but "none" is answered from the store here.
+INDEX_TYPES = {"": "none", "none": "none", "memory": "memory", "mysql": "mysql", "postgres": "postgres",
+               "storage": "storage"}
 #: Athens storage types this proxy does not implement: named so the error can say so.
 ATHENS_ONLY_STORAGE = ("mongo", "s3", "gcp", "minio", "azureblob", "external")
 LOG_LEVELS = {
@@ -72,6 +75,8 @@ class Config:
     filter_file: str = ""
     global_endpoint: str = ""
     list_cache_ttl: int = 60
+    #: /index: "none" answers nothing (Athens' default); anything else (and unset) answers from the store.
+    index_type: str = "storage"
     redirect_code: int = 301
     path_prefix: str = ""
     client_idle_timeout: int = 60
@@ -363,6 +368,7 @@ KEYS: tuple[Key, ...] = (
     Key(("FilterFile",), ("ATHENS_FILTER_FILE",), "filter_file", _path),
     Key(("GlobalEndpoint",), ("ATHENS_GLOBAL_ENDPOINT",), "global_endpoint", _url),
     Key(("ListCacheTTL",), ("ATHENS_LIST_CACHE_TTL",), "list_cache_ttl", _positive_int),
+    Key(("IndexType",), ("ATHENS_INDEX_TYPE",), "index_type", _choice(INDEX_TYPES)),
     Key(("PathPrefix",), ("ATHENS_PATH_PREFIX",), "path_prefix", _path_prefix),
     Key(("ValidatorHook",), ("ATHENS_PROXY_VALIDATOR",), "validator_hook", _url),
     Key(("FillAfterClientLeaves",), ("ATHENS_FILL_AFTER_CLIENT_LEAVES",), "fill_after_client_leaves", _bool),

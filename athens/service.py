@@ -210,6 +210,7 @@ class AthensService(MultiService):
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
                               idle_timeout=config.client_idle_timeout, access_log=self.access_log,
                               list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl,
+                              list_max_age=config.list_cache_ttl, index_enabled=config.index_type != "none",
                               vulndb=self.vulndb.database, vuln_policy=self.vulndb.policy,
                               admin_prefetch=prefetch_endpoint(config), home=home, tracing=self.tracing)
         self.vulndb.setServiceParent(self)

@@ -32,7 +32,7 @@ class Served:
             before = hits.answered
             again = await treq.request(method, self.url + path, allow_redirects=False, pool=self.pool)
             assert (again.code, await again.content()) == (response.code, content), path
-            for name in ("content-type", "content-length"):
+            for name in ("content-type", "content-length", "etag", "last-modified", "cache-control", "accept-ranges"):
                 assert again.headers.getRawHeaders(name) == response.headers.getRawHeaders(name), (path, name)
             assert again.headers.getRawHeaders("x-request-id") != response.headers.getRawHeaders("x-request-id")
             remembered = hits.answers.get(("/" + path.lstrip("/")).encode()) is not None

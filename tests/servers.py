@@ -267,3 +267,69 @@ def start_etcd(workdir: Path) -> EtcdServer:
                 _terminate(process)
                 raise RuntimeError(f"etcd did not become ready:\n{log.read_text(errors='replace')}") from None
             time.sleep(0.05)
+
+
+#: A caching reverse proxy in front of the proxy under test: what a CDN does, on loopback.
+CACHING_NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+lock_file {d}/nginx.lock;
+error_log {d}/error.log warn;
+{user}
+events {{ worker_connections 256; }}
+http {{
+    log_format cache '$request_method $request_uri $status $upstream_cache_status $upstream_addr';
+    access_log {d}/access.log cache;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    proxy_cache_path {d}/cache levels=1:2 keys_zone=modules:10m max_size=1g inactive=1d use_temp_path=off;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache modules;
+            proxy_cache_revalidate on;
+            proxy_cache_lock on;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}
+    }}
+}}
+"""
+
+
+@attrs.define
+class NginxServer:
+    process: subprocess.Popen
+    port: int
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def access_lines(self) -> list[list[str]]:
+        """Every request so far: method, target, status, cache status (HIT, MISS...), upstream address."""
+        return [line.split(" ") for line in (self.workdir / "access.log").read_text().splitlines()]
+
+    def stop(self) -> None:
+        _terminate(self.process)
+
+
+def start_caching_nginx(workdir: Path, upstream_port: int) -> NginxServer:
+    """Debian's nginx-light with proxy_cache in front of ``upstream_port``, honouring its Cache-Control."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if binary is None:
+        raise RuntimeError("nginx is required for these tests (apt-get install nginx-light)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(CACHING_NGINX_CONF.format(d=workdir, port=port, upstream=upstream_port,
+                                              user="user root root;" if os.geteuid() == 0 else ""))
+    log = workdir / "stderr.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    _wait_port(port, process, "nginx", log)
+    return NginxServer(process, port, workdir)

@@ -35,7 +35,8 @@ TARGETS = {
     "latest": (f"/{M}/@latest", INFO),
 }
 #: The headers that matter: the same from both paths (X-Request-Id: an echo, or a fresh id each time).
-SAME = ("content-type", "content-length", "server", "connection")
+SAME = ("content-type", "content-length", "server", "connection", "etag", "last-modified", "cache-control",
+        "accept-ranges")
 
 
 @pytest_twisted.async_yield_fixture
@@ -86,6 +87,15 @@ async def test_the_hit_path_answers_as_the_full_path_did(proxy, kind, method, fo
         assert full.headers.get(name) == hit.headers.get(name), name
     assert full.headers["x-request-id"] != hit.headers["x-request-id"]
     assert "date" in hit.headers
+    # The caching headers are among those both paths give alike, and they are there.
+    if kind in ("info", "mod", "zip"):
+        assert hit.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert hit.headers["last-modified"] == "Tue, 02 Jan 2024 03:04:05 GMT"  # the .info's Time
+    else:
+        assert hit.headers["cache-control"] == "public, max-age=60"
+        assert "last-modified" not in hit.headers
+    assert hit.headers["etag"].startswith('"') and len(hit.headers["etag"]) == 34
+    assert ("accept-ranges" in hit.headers) is (kind == "zip")
 
 
 @pytest_twisted.ensureDeferred
@@ -238,6 +248,7 @@ async def test_the_filter_and_passthrough_decide_before_anything_is_remembered(t
         for _ in range(2):
             relayed = await deferToThread(rawhttp.get, number, f"/{ERRORS}/@v/v0.9.1.mod")
             assert (relayed.status, relayed.body) == (200, upstream.files[f"/{ERRORS}/@v/v0.9.1.mod"])
+            assert relayed.headers["cache-control"] == "no-store"  # kept out of every cache, in front too
             assert (await deferToThread(rawhttp.get, number, "/example.com/blocked/@v/v1.0.0.info")).status == 403
             assert (await deferToThread(rawhttp.get, number, TARGETS["info"][0])).status == 200
         assert served.port.factory.hits.answered == 1  # only the second .info of the module neither rule names

@@ -345,3 +345,19 @@ async def test_only_the_holder_renews(redis_pool, redis_server):
         return redis_server.cli("EXISTS", key)
 
     assert await holder.run(WHAT, never, taken_over) == ":0\r\n"  # the other's lock lived its own 150 ms only
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_redis_store_from_before_the_index_gets_one_from_its_last_uses(redis_pool, redis_server):
+    """Versions published before the ``saved`` set existed come into /index once, at their last use."""
+    prefix = f"old-{uuid.uuid4().hex}:"
+    storage = RedisStorage(redis_pool, prefix=prefix)
+    for version in ("v1.0.0", "v1.1.0"):
+        await storage.save("example.com/old", version, b"{}", b"module example.com/old\n", once(b"zip"))
+    redis_server.cli("DEL", f"{prefix}saved")  # as a store written by an earlier version of the proxy
+    used = float(redis_server.cli("HGET", f"{prefix}v:example.com/old@v1.0.0", "used").split("\r\n")[1])
+    lines = await RedisStorage(redis_pool, prefix=prefix).index(0, 10)
+    assert sorted((i.path, i.version) for i in lines) == [("example.com/old", "v1.0.0"), ("example.com/old", "v1.1.0")]
+    assert abs(next(i.saved for i in lines if i.version == "v1.0.0") - used) < 0.01
+    await storage.save("example.com/old", "v1.2.0", b"{}", b"module example.com/old\n", once(b"zip"))
+    assert [i.version for i in await storage.index(0, 10)][-1] == "v1.2.0"

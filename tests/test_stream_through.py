@@ -280,6 +280,7 @@ async def test_a_lengthless_zip_that_breaks_reaches_the_client_broken_and_is_log
                                   rawhttp.request("GET", f"/{M}/@v/v1.0.0.zip", {"Connection": "close"}))
         answer = rawhttp.parse(raw)[0]
         assert answer.status == 200 and answer.headers.get("transfer-encoding") == "chunked"
+        assert answer.headers["cache-control"] == "no-store"  # not checked yet: no cache in front may keep it
         assert not answer.complete and not raw.endswith(b"0\r\n\r\n"), raw[-20:]
         assert 0 < len(answer.body) < len(ZIP)
         await until(lambda: any(e.get("log_namespace") == "athens.access" for e in events), reactor)

@@ -26,7 +26,8 @@ from twisted.internet.threads import deferToThread
 from zope.interface import implementer
 
 from athens.module import ModuleVersion, is_valid_semver
-from athens.storage.interface import CatalogPage, IStorage, ModChanged, NotFound, StorageError, page, sized
+from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ModChanged, NotFound, StorageError, index_of,
+                                     page, sized)
 from athens.storage.summary import IStorageSummary, Summary
 
 CHUNK = 256 << 10
@@ -74,9 +75,15 @@ class FileBlob:
     size: int
     chunk_size: int = CHUNK
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        left = self.size  # stop at the size announced: no extra read for EOF, no bytes beyond it
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self.chunks_from(0)
+
+    async def chunks_from(self, offset: int) -> AsyncIterator[bytes]:
+        """The content from ``offset`` on (a byte range: nothing before it is read)."""
+        left = self.size - offset  # stop at the size announced: no extra read for EOF, no bytes beyond it
         try:
+            if offset:
+                await deferToThread(self._file.seek, offset)
             while left > 0:
                 chunk = await deferToThread(self._file.read, min(self.chunk_size, left))
                 if not chunk:
@@ -334,6 +341,25 @@ class DiskStorage:
                 module = os.path.relpath(os.path.dirname(dirpath), self.root).replace(os.sep, "/")
                 found.append(ModuleVersion(module, version))
         return found
+
+    def index(self, since: float, limit: int) -> Deferred[list[IndexLine]]:
+        """
+        A version's save is its ``source.zip``'s mtime (written once, before
+        the version is published; Athens' own disk layout has no other record).
+        Every call walks the store.
+        """
+
+        def saved() -> list[IndexLine]:
+            lines = []
+            for mv in self._walk():
+                try:
+                    mtime = os.stat(os.path.join(self.root, mv.path, mv.version, "source.zip")).st_mtime
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                lines.append(IndexLine(mv.path, mv.version, mtime))
+            return index_of(lines, since, limit)
+
+        return deferToThread(saved)
 
     def summary(self) -> Deferred[Summary]:
         """One walk: whole versions counted as the catalog lists them, and every file's size but half-written ones."""

@@ -51,6 +51,16 @@ class Blob(Protocol):
 
 
 @attrs.frozen
+class IndexLine:
+    """A whole version and when this store saved it (Athens' ``/index`` line)."""
+
+    path: str
+    version: str
+    #: Epoch seconds.
+    saved: float
+
+
+@attrs.frozen
 class CatalogPage:
     """One page of the catalog, in ``(path, version)`` order."""
 
@@ -102,6 +112,14 @@ class IStorage(Interface):
     def catalog(token: str, limit: int) -> Deferred[CatalogPage]:
         """Up to ``limit`` stored versions after ``token`` (``""``: from the start)."""
 
+    def index(since: float, limit: int) -> Deferred[list[IndexLine]]:
+        """
+        Up to ``limit`` whole versions saved at or after ``since`` (epoch
+        seconds), oldest save first, ties in (path, version) order: what
+        mirrors and index consumers page through, as Athens' ``/index``.  A
+        go.mod-only version appears when a save completes it.
+        """
+
     def touch(module: str, version: str) -> Deferred[None]:
         """Record that the version was used now (for garbage collection); nothing if it is not stored."""
 
@@ -151,6 +169,12 @@ async def rechunk(stream: AsyncIterable[bytes], size: int) -> AsyncIterator[byte
             del buffer[:size]
     if buffer:
         yield bytes(buffer)
+
+
+def index_of(lines: Iterable[IndexLine], since: float, limit: int) -> list[IndexLine]:
+    """Cut :meth:`IStorage.index`'s answer from every stored version's save time (stores without an ordered index)."""
+    chosen = sorted((line for line in lines if line.saved >= since), key=lambda i: (i.saved, i.path, i.version))
+    return chosen[: max(limit, 0)]
 
 
 def page(items: Iterable[ModuleVersion], token: str, limit: int) -> CatalogPage:

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from zope.interface import implementer
 
 from athens.module import ModuleVersion
-from athens.storage.interface import CatalogPage, IStorage, ModChanged, NotFound, page, sized
+from athens.storage.interface import CatalogPage, IndexLine, IStorage, ModChanged, NotFound, index_of, page, sized
 from athens.storage.summary import IStorageSummary, Summary
 
 CHUNK = 256 << 10
@@ -50,6 +50,8 @@ class MemoryStorage:
     name = "memory"
     _versions: dict[ModuleVersion, _Version] = attrs.field(factory=dict)
     _used: dict[ModuleVersion, float] = attrs.field(factory=dict)
+    #: When each whole version was saved (completed, for a go.mod-only one).
+    _saved: dict[ModuleVersion, float] = attrs.field(factory=dict)
     _deleted: int = 0
 
     def _get(self, module: str, version: str, part: str = "mod", whole: bool = False) -> bytes:
@@ -91,7 +93,7 @@ class MemoryStorage:
                 raise ModChanged(key.path, key.version)
             info = stored.info or info
         self._versions[key] = _Version(bytes(info), bytes(mod), data)
-        self._used[key] = time.time()
+        self._used[key] = self._saved[key] = time.time()
         return True
 
     def save_mod(self, module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
@@ -110,12 +112,17 @@ class MemoryStorage:
             self._get(module, version)
             del self._versions[ModuleVersion(module, version)]
             self._used.pop(ModuleVersion(module, version), None)
+            self._saved.pop(ModuleVersion(module, version), None)
             self._deleted += 1
 
         return ensureDeferred(self._async(remove))
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
         return succeed(page(self._whole(), token, limit))
+
+    def index(self, since: float, limit: int) -> Deferred[list[IndexLine]]:
+        lines = (IndexLine(key.path, key.version, saved) for key, saved in self._saved.items())
+        return succeed(index_of(lines, since, limit))
 
     def deletions(self) -> Deferred[str]:
         return succeed(str(self._deleted))

@@ -6,6 +6,8 @@ Keys (all under ``prefix``):
 - ``v:<module>@<version>``: a hash with ``info``, ``mod``, ``size``, ``blob``, ``chunks``
 - ``b:<blob>:<n>``: the zip in 1 MiB chunks, so no value is huge and reads stream
 - ``m:<module>``: the set of a module's versions; ``catalog``: a sorted set for paging
+- ``saved``: a sorted set of every whole version by the time Redis published it
+  (``/index``); a store from before it is filled in once, from ``used``
 - ``g:<module>@<version>``: a go.mod-only version, a hash with ``mod`` (and ``info``);
   the publish of the whole version removes it in the same script
 
@@ -31,8 +33,8 @@ from twisted.internet.error import ConnectError, ConnectionLost, TimeoutError
 from zope.interface import implementer
 
 from athens.module import ModuleVersion
-from athens.storage.interface import (CatalogPage, IStorage, ModChanged, NotFound, StorageError, StorageUnavailable,
-                                     rechunk, sized)
+from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ModChanged, NotFound, StorageError,
+                                     StorageUnavailable, rechunk, sized)
 from athens.storage.summary import IStorageSummary, Summary, count_catalog
 
 CHUNK = 1 << 20
@@ -56,6 +58,22 @@ redis.call('HSET', KEYS[1], 'info', info, 'mod', ARGV[2], 'size', ARGV[3], 'blob
 redis.call('DEL', KEYS[4])
 redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], 0, ARGV[7])
+local now = redis.call('TIME')
+redis.call('ZADD', KEYS[5], tonumber(now[1]) + tonumber(now[2]) / 1000000, ARGV[7])
+return 1
+"""
+
+#: Versions published before ``saved`` existed get their last use (the save, if never used since), once.
+_BACKFILL_SAVED = b"""
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if not redis.call('ZSCORE', KEYS[2], member) then
+    local sep = string.find(member, '\\0', 1, true)
+    local used = redis.call('HGET', ARGV[1] .. string.sub(member, 1, sep - 1) .. '@' .. string.sub(member, sep + 1), 'used')
+    redis.call('ZADD', KEYS[2], tonumber(used or '0') or 0, member)
+  end
+end
+redis.call('SET', KEYS[3], '1')
 return 1
 """
 
@@ -86,6 +104,7 @@ local count = tonumber(redis.call('HGET', KEYS[1], 'chunks'))
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[6], ARGV[2])
 for i = 0, count - 1 do redis.call('DEL', ARGV[3] .. blob .. ':' .. i) end
 redis.call('INCR', KEYS[4])
 return 1
@@ -204,6 +223,7 @@ class RedisStorage:
     redis: Any
     prefix: str = "athens:"
     name = "redis"
+    _backfilled: bool = False
 
     def _key(self, *parts: str) -> bytes:
         return (self.prefix + ":".join(parts)).encode()
@@ -279,7 +299,7 @@ class RedisStorage:
                 self.redis,
                 _PUBLISH,
                 [self._vkey(module, version), self._key("m", module), self._key("catalog"),
-                 self._gkey(module, version)],
+                 self._gkey(module, version), self._key("saved")],
                 [info, mod, str(size), blob, str(count), version, f"{module}\x00{version}", self._key("b", blob, ""),
                  repr(time.time())],
             )
@@ -317,7 +337,7 @@ class RedisStorage:
                 self.redis,
                 _DELETE,
                 [self._vkey(module, version), self._key("m", module), self._key("catalog"), self._key("deletions"),
-                 self._gkey(module, version)],
+                 self._gkey(module, version), self._key("saved")],
                 [version, f"{module}\x00{version}", self._key("b", "")],
             )
             if not done:
@@ -346,6 +366,25 @@ class RedisStorage:
             return CatalogPage(items, str(items[-1]) if more else "")
 
         return ensureDeferred(page())
+
+    def index(self, since: float, limit: int) -> Deferred[list[IndexLine]]:
+        async def lines() -> list[IndexLine]:
+            if not self._backfilled:
+                await _eval(self.redis, _BACKFILL_SAVED,
+                            [self._key("catalog"), self._key("saved"), self._key("saved-complete")],
+                            [self._key("v", "").decode()])
+                self._backfilled = True
+            if limit <= 0:
+                return []
+            found = await _cmd(self.redis, "ZRANGEBYSCORE", self._key("saved"), repr(float(since)), "+inf",
+                               "WITHSCORES", "LIMIT", 0, limit)
+            out = []
+            for member, score in zip(found[::2], found[1::2]):
+                path, _, version = member.decode().partition("\x00")
+                out.append(IndexLine(path, version, float(score)))
+            return out
+
+        return ensureDeferred(lines())
 
     def touch(self, module: str, version: str) -> Deferred[None]:
         async def used() -> None:

@@ -24,12 +24,12 @@ from twisted.internet.threads import blockingCallFromThread, deferToThread
 from zope.interface import implementer
 
 from athens.module import ModuleVersion
-from athens.storage.interface import (CatalogPage, IStorage, ModChanged, NotFound, StorageError, StorageUnavailable,
-                                     rechunk, sized)
+from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ModChanged, NotFound, StorageError,
+                                     StorageUnavailable, rechunk, sized)
 from athens.storage.summary import IStorageSummary, Summary
 
 CHUNK = 1 << 20
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _MIGRATIONS = {
     1: [
@@ -60,6 +60,8 @@ _MIGRATIONS = {
                mod bytea NOT NULL,
                PRIMARY KEY (module, version))""",
     ],
+    # /index: versions by save time.
+    5: ["CREATE INDEX IF NOT EXISTS athens_versions_created ON athens_versions (created, module, version)"],
 }
 
 
@@ -202,8 +204,10 @@ class PostgresStorage:
             if partial is not None and bytes(partial[1]) != mod:
                 raise ModChanged(module, version)
             cursor.execute(
-                "INSERT INTO athens_versions (module, version, info, mod, size, blob, chunks) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                # created: the insert's time, not the transaction's start (the chunks may take minutes), so that
+                # /index readers paging by time miss no version.
+                "INSERT INTO athens_versions (module, version, info, mod, size, blob, chunks, created) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, clock_timestamp()) ON CONFLICT DO NOTHING RETURNING 1",
                 (module, version, info if partial is None or partial[0] is None else partial[0], mod, size, blob, count),
             )
             if cursor.fetchone() is None:
@@ -262,6 +266,17 @@ class PostgresStorage:
             return CatalogPage(items, str(items[-1]) if len(rows) > limit_ else "")
 
         return ensureDeferred(page())
+
+    def index(self, since: float, limit: int) -> Deferred[list[IndexLine]]:
+        async def lines() -> list[IndexLine]:
+            if limit <= 0:
+                return []
+            rows = await self._query(
+                "SELECT module, version, extract(epoch FROM created) FROM athens_versions "
+                "WHERE created >= to_timestamp(%s) ORDER BY created, module, version LIMIT %s", (since, limit))
+            return [IndexLine(m, v, float(saved)) for m, v, saved in rows]
+
+        return ensureDeferred(lines())
 
     def touch(self, module: str, version: str) -> Deferred[None]:
         async def used() -> None:

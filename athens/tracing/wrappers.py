@@ -21,7 +21,7 @@ from zope.interface import implementer
 
 from athens.fetch.chain import small_of
 from athens.fetch.interface import Fetched, IFetcher, Listing, NoSmallFetch, OnZip, OriginNotFound
-from athens.storage.interface import Blob, CatalogPage, IStorage, NotFound
+from athens.storage.interface import Blob, CatalogPage, IndexLine, IStorage, NotFound
 from athens.tracing.otel import Tracing
 
 T = TypeVar("T")
@@ -107,6 +107,9 @@ class TracedStorage(proxyForInterface(IStorage, "inner")):  # type: ignore[misc]
 
     def catalog(self, token: str, limit: int) -> Deferred[CatalogPage]:
         return self._op("Catalog", lambda: self.inner.catalog(token, limit))
+
+    def index(self, since: float, limit: int) -> Deferred[list[IndexLine]]:
+        return self._op("Index", lambda: self.inner.index(since, limit))
 
 
 @implementer(IFetcher)

@@ -68,22 +68,24 @@ class Answers:
             os.close(fd)
 
     def remember(self, target: bytes, content_type: bytes, endpoint: str, body: bytes = b"", path: str = "",
-                 size: int = 0, module: str = "", version: str = "", ttl: float | None = None) -> None:
+                 size: int = 0, module: str = "", version: str = "", ttl: float | None = None,
+                 extra: bytes = b"") -> None:
+        """``extra``: more header lines, each ending in CRLF (the caching headers, computed once here)."""
         size = size if path else len(body)
         if len(body) > self.max_bytes // 64:
             return
-        headers = b"Content-Type: %s\r\nContent-Length: %d\r\n%s" % (content_type, size, SERVER)
+        headers = b"Content-Type: %s\r\nContent-Length: %d\r\n%s%s" % (content_type, size, SERVER, extra)
         expires = time.monotonic() + ttl if ttl is not None else float("inf")
         self.forget(target)
         self._entries[target] = Answer(headers, size, endpoint, body, path, module, version, expires)
-        self._size += len(body) + len(target) + 200
+        self._size += len(body) + len(target) + len(headers) + 100
         while self._size > self.max_bytes:  # oldest first: dicts keep insertion order
             self.forget(next(iter(self._entries)))
 
     def forget(self, target: bytes) -> None:
         old = self._entries.pop(target, None)
         if old is not None:
-            self._size -= len(old.body) + len(target) + 200
+            self._size -= len(old.body) + len(target) + len(old.headers) + 100
             self._close(old.path)  # (another target naming the same file opens it again)
 
     def clear(self) -> None:

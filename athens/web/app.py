@@ -44,11 +44,12 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
              protocol: ProtocolResource | None = None, *, vulndb: VulnDatabase | None = None,
-             admin_prefetch: bool = False, home: StatusPage | None = None) -> Klein:
+             admin_prefetch: bool = False, index_enabled: bool = True, home: StatusPage | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
-    ops = OpsResource(storage, clock, robots, details=(vulndb.describe,) if vulndb else ())
+    ops = OpsResource(storage, clock, robots, details=(vulndb.describe,) if vulndb else (),
+                      index_enabled=index_enabled)
     if home is None:
         home = StatusPage(storage, clock, metrics, ClientSettings(path_prefix),
                           fills=lambda: origin.stash.recent if origin is not None else ())
@@ -59,6 +60,7 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     app.route("/readyz", methods=GET, endpoint="readyz")(ops.readyz)
     app.route("/version", methods=GET, endpoint="version")(ops.version)
     app.route("/catalog", methods=GET, endpoint="catalog")(ops.catalog)
+    app.route("/index", methods=GET, endpoint="index")(ops.index)
     app.route("/robots.txt", methods=GET, endpoint="robots")(ops.robots_txt)
 
     @app.route("/metrics", methods=GET, endpoint="metrics")
@@ -107,11 +109,16 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
                   validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
                   force_ssl: bool = False, *, vulndb: VulnDatabase | None = None,
-                  admin_prefetch: bool = False, home: StatusPage | None = None) -> IResource:
+                  admin_prefetch: bool = False, index_enabled: bool = True,
+                  home: StatusPage | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
+    metrics = metrics or Metrics()
+    if protocol is None:
+        protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
+                                    shared=basic_auth is None)
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
                         fill_after_client_leaves, validator, protocol, vulndb=vulndb,
-                        admin_prefetch=admin_prefetch, home=home).resource()
+                        admin_prefetch=admin_prefetch, index_enabled=index_enabled, home=home).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if force_ssl:
@@ -149,21 +156,24 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               validator: ValidatorHook | None = None, *, idle_timeout: float = 60.0,
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
               force_ssl: bool = False, vulndb: VulnDatabase | None = None,
-              vuln_policy: VulnPolicy | None = None, admin_prefetch: bool = False,
-              home: StatusPage | None = None, tracing: Any = None) -> ProxySite:
+              vuln_policy: VulnPolicy | None = None, admin_prefetch: bool = False, list_max_age: int = 60,
+              index_enabled: bool = True, home: StatusPage | None = None, tracing: Any = None) -> ProxySite:
     """
     The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False; ``vulndb``
-    served at ``/vuln/``, ``vuln_policy`` judging zips; ``admin_prefetch``: ``POST /admin/prefetch``;
-    ``home``: the status page; ``tracing``: a span a request (:class:`athens.tracing.otel.Tracing`).
+    served at ``/vuln/``, ``vuln_policy`` judging zips; ``admin_prefetch``: ``POST /admin/prefetch``.
+    ``list_max_age``: how long a cache in front may keep a list or ``@latest`` (``ListCacheTTL``);
+    ``index_enabled`` False: ``/index`` answers nothing (``IndexType = "none"``); ``home``: the status page;
+    ``tracing``: a span a request (:class:`athens.tracing.otel.Tracing`).
     """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
     answers = Answers() if hit_path else None
     protocol = ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves, validator,
-                                answers=answers, list_ttl=list_ttl, vuln_policy=vuln_policy)
+                                answers=answers, list_ttl=list_ttl, vuln_policy=vuln_policy,
+                                list_max_age=list_max_age, shared=basic_auth is None)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
                              fill_after_client_leaves, validator, protocol, force_ssl, vulndb=vulndb,
-                             admin_prefetch=admin_prefetch, home=home)
+                             admin_prefetch=admin_prefetch, index_enabled=index_enabled, home=home)
     hits = None
     if answers is not None and vulndb is not None:  # a new database may flag a remembered zip: judge it again
         vulndb.listeners.append(lambda snapshot: answers.clear())

@@ -8,7 +8,8 @@ headers and body (for a zip on disk, the file) under the request target.
 connection: a plain ``GET``/``HEAD`` for a remembered target, with
 credentials when basic auth is on, is answered at once from those bytes
 (zips with ``sendfile``: :mod:`athens.web.sendfile`); anything else, or anything
-unusual, is handed to ``HTTPChannel`` and the Klein app unchanged, one
+unusual (conditional, range and cache-only requests, whose answers are not the
+remembered 200), is handed to ``HTTPChannel`` and the Klein app unchanged, one
 request at a time, so answers keep their order.  Deletes anywhere clear
 every answer (:meth:`Answers.clear`, polled by the service).
 """
@@ -35,8 +36,10 @@ from athens.web.sendfile import SendFile, send
 MAX_HEAD = 16 << 10
 #: Requests that may carry a body (or switch protocols): only HTTPChannel knows where they end.
 _MAY_HAVE_BODY = re.compile(rb"(?i)content-length|transfer-encoding|upgrade|expect")
-#: Headers that send a request to the full path.
-_NOT_HERE = (b"content-length", b"transfer-encoding", b"expect", b"upgrade")
+#: Headers that make the answer something other than the remembered 200 (a body; a 304, 206 or 416; the cache
+#: only): such requests go to the full path.
+_FULL_PATH_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"if-none-match",
+                                b"if-modified-since", b"range", b"if-range", b"disable-module-fetch"))
 
 
 @attrs.define
@@ -57,13 +60,13 @@ class HitPath:
     #: :class:`athens.tracing.otel.Tracing` when tracing is on: a span a hit, and a request that continues a
     #: trace (``traceparent``) goes to the full path, which makes its span a child.
     tracing: Any = None
-    declined: tuple[bytes, ...] = _NOT_HERE
+    declined: frozenset[bytes] = _FULL_PATH_HEADERS
     _date_second: int = -1
     _date: bytes = b""
 
     def __attrs_post_init__(self) -> None:
         if self.tracing is not None:
-            self.declined = _NOT_HERE + (b"traceparent",)
+            self.declined = _FULL_PATH_HEADERS | {b"traceparent"}
 
     def date(self, now: float) -> bytes:
         second = int(now)

@@ -42,6 +42,9 @@ from athens.policy import Mode
 from athens.storage.interface import IStorage, NotFound, StorageError, StorageUnavailable
 from athens.vulndb.policy import Denied, VulnPolicy
 from athens.web.answers import LIST_REPLAY, Answers
+from athens.web.caching import (NO_STORE, NOT_FOUND_MAX_AGE, YEAR, Validators, content_etag, max_age, version_time,
+                                zip_etag)
+from athens.web.ranges import Unsatisfiable, Window, requested, window_of
 from athens.web.relay import relay
 from athens.web.responses import JSON, TEXT, ZIP, abort, body, text
 from athens.web.streaming import write_stream
@@ -110,6 +113,16 @@ class PassThrough(Exception):
         self.base = base.rstrip("/")
 
 
+class Pending(NotFound):
+    """Not stored yet, and being fetched in the background: a 404 no cache in front may keep."""
+
+
+def fetch_disabled(request: IRequest) -> bool:
+    """``Disable-Module-Fetch: true`` (Go's boolean spellings, as goproxy reads it): the cache only."""
+    value = request.getHeader(b"disable-module-fetch")
+    return value is not None and value.strip() in (b"1", b"t", b"T", b"true", b"TRUE", b"True")
+
+
 @attrs.define
 class ProtocolResource:
     """The handlers of the protocol routes. Without an origin it is a pure cache."""
@@ -125,10 +138,18 @@ class ProtocolResource:
     answers: Answers | None = None
     #: Seconds the hit path may replay a list or ``@latest`` (never longer than ``ListCacheTTL``).
     list_ttl: float = LIST_REPLAY
+    #: Seconds a cache in front may keep a list, ``@latest`` or query (``ListCacheTTL``).
+    list_max_age: int = 60
+    #: Shared caches may keep answers (False when basic auth is on: they must not hand them to others).
+    shared: bool = True
     #: ``VulnPolicy``: judges every download of a zip (None: off).
     vuln_policy: VulnPolicy | None = None
     #: When this process last recorded a use of each version: at most one write an hour per version.
     _touched: dict[tuple[str, str], float] = attrs.field(factory=dict)
+
+    @property
+    def _immutable(self) -> bytes:
+        return max_age(YEAR, self.shared, immutable=True)
 
     def record_use(self, module: str, version: str) -> None:
         """Record the use (for garbage collection) without making the answer wait for it."""
@@ -143,8 +164,8 @@ class ProtocolResource:
             lambda f: log.warn("could not record the use of {module}@{version}: {error}", module=module,
                                version=version, error=f.getErrorMessage()))
 
-    def _remember(self, request: IRequest, req: Request, content_type: bytes, data: bytes = b"", path: str = "",
-                  size: int = 0) -> None:
+    def _remember(self, request: IRequest, req: Request, content_type: bytes, validators: Validators,
+                  data: bytes = b"", path: str = "", size: int = 0) -> None:
         """Offer this 200 to the hit path, which replays it for the same target until a delete anywhere."""
         if self.answers is None or (self.validator is not None and req.version):
             return  # the validator hook is asked for every request naming a version
@@ -152,7 +173,7 @@ class ProtocolResource:
             return  # a flagged zip is judged (logged, counted) at every download
         ttl = None if req.version else self.list_ttl
         self.answers.remember(request.uri, content_type, req.kind, data, path, size,
-                              req.module if req.version else "", req.version, ttl)
+                              req.module if req.version else "", req.version, ttl, validators.lines())
 
     async def handle(self, request: IRequest, path: str) -> bytes | None:
         try:
@@ -168,6 +189,8 @@ class ProtocolResource:
                     raise Forbidden(str(e)) from None
             mode, url = self._mode(req.module)
             if mode is Mode.PASSTHROUGH:
+                if fetch_disabled(request):
+                    raise NotFound(f"{req.module} is never cached (pass-through)")
                 raise PassThrough(url)  # never cached: storage is not even asked
             handler: Callable[[IRequest, Request], Awaitable[bytes | None]] = getattr(self, "_" + req.kind)
             return await handler(request, req)
@@ -180,9 +203,15 @@ class ProtocolResource:
         except PassThrough as p:
             return await self._pass_through(request, p.base + request_path(req.module, req.kind, req.version))
         except NotFound as e:
-            return text(request, f"not found: {e}", 404)
+            answer = text(request, f"not found: {e}", 404)
+            if not isinstance(e, Pending) and not fetch_disabled(request):
+                request.setHeader(b"cache-control", max_age(NOT_FOUND_MAX_AGE, self.shared))  # as proxy.golang.org does
+            return answer
         except OriginError as e:
-            return text(request, f"{_origin_words(e)}: {e}", e.status)
+            answer = text(request, f"{_origin_words(e)}: {e}", e.status)
+            if isinstance(e, OriginNotFound):
+                request.setHeader(b"cache-control", max_age(NOT_FOUND_MAX_AGE, self.shared))
+            return answer
         except StorageUnavailable as e:
             self.metrics.storage_errors.inc()
             log.warn("storage unavailable: {error}", error=str(e))
@@ -218,6 +247,7 @@ class ProtocolResource:
         assert self.origin is not None
         from twisted.internet import reactor
 
+        request.setHeader(b"cache-control", NO_STORE)  # modules an operator keeps out of every cache
         try:
             return await relay(request, url, self.origin.http_pool, reactor)
         except OriginError as e:
@@ -244,7 +274,7 @@ class ProtocolResource:
             self.origin.stash.background(req.module, req.version)
         if mode.redirects:
             raise Redirect(url)
-        raise NotFound(f"{what} is not in the cache yet; it is being fetched, try again shortly")
+        raise Pending(f"{what} is not in the cache yet; it is being fetched, try again shortly")
 
     def _looked_up(self, request: IRequest, req: Request, hit: bool) -> None:
         request.cache = "hit" if hit else "miss"
@@ -259,6 +289,8 @@ class ProtocolResource:
             return found
         except NotFound:
             self._looked_up(request, req, False)
+            if fetch_disabled(request):
+                raise
             origin = self._sync_origin(req.module)
             if origin is not None:
                 try:
@@ -270,13 +302,14 @@ class ProtocolResource:
 
     # -- handlers --
 
-    def _asks_origin(self, module: str) -> bool:
-        """Lists, latest and queries go to the origin unless offline or the mode is none."""
-        return self.origin is not None and not self.origin.offline and self._mode(module)[0] is not Mode.NONE
+    def _asks_origin(self, request: IRequest, module: str) -> bool:
+        """Lists, latest and queries go to the origin unless offline, the mode is none, or the cache only is asked."""
+        return (self.origin is not None and not self.origin.offline and self._mode(module)[0] is not Mode.NONE
+                and not fetch_disabled(request))
 
     async def _list(self, request: IRequest, req: Request) -> bytes:
         stored = set(await self.storage.list(req.module))
-        if self._asks_origin(req.module):
+        if self._asks_origin(request, req.module):
             assert self.origin is not None
             try:
                 stored.update((await self.origin.lists.get(req.module)).versions)
@@ -295,13 +328,44 @@ class ProtocolResource:
         releases = [v for v in sort_versions(versions) if not is_pseudo_version(v)]
         return self._answer(request, req, TEXT, "".join(v + "\n" for v in releases).encode())
 
-    def _answer(self, request: IRequest, req: Request, content_type: bytes, data: bytes) -> bytes:
-        self._remember(request, req, content_type, data)
+    def _answer(self, request: IRequest, req: Request, content_type: bytes, data: bytes,
+                modified: int | None = None) -> bytes:
+        """
+        A 200 with its caching headers, which the hit path may replay: a
+        version's is immutable; a list's or ``@latest``'s fresh for
+        ``ListCacheTTL``, unless it names stored versions only for
+        ``Disable-Module-Fetch`` (kept by no cache, and not remembered).
+        """
+        if req.version:
+            validators = Validators(self._immutable, content_etag(data), modified)
+        elif fetch_disabled(request):
+            return self._send(request, content_type, data, Validators(NO_STORE, content_etag(data)))
+        else:
+            validators = Validators(max_age(self.list_max_age, self.shared), content_etag(data), modified)
+        self._remember(request, req, content_type, validators, data)
+        return self._send(request, content_type, data, validators)
+
+    @staticmethod
+    def _send(request: IRequest, content_type: bytes, data: bytes, validators: Validators) -> bytes:
+        """The answer, or 304 when the client's copy is current."""
+        validators.apply(request)
+        if validators.not_modified(request):
+            request.setResponseCode(304)
+            return b""
         return body(request, content_type, data)
+
+    async def _version_time(self, req: Request, info: bytes | None = None) -> int | None:
+        """``Last-Modified`` of a version: its ``.info``'s time (the same on every node), if the store has it."""
+        if info is None:
+            try:
+                info = await self.storage.info(req.module, req.version)
+            except NotFound:
+                return None  # a go.mod-only version kept without its .info
+        return version_time(info)
 
     async def _latest(self, request: IRequest, req: Request) -> bytes:
         listed: tuple[str, ...] = ()
-        if self._asks_origin(req.module):
+        if self._asks_origin(request, req.module):
             assert self.origin is not None
             try:
                 listing = await self.origin.lists.get(req.module)
@@ -328,18 +392,21 @@ class ProtocolResource:
 
     async def _info(self, request: IRequest, req: Request) -> bytes:
         if req.canonical:
-            return self._answer(request, req, JSON, await self._stored(request, req, self.storage.info))
+            info = await self._stored(request, req, self.storage.info)
+            return self._answer(request, req, JSON, info, version_time(info))
         # A query (branch, commit, v1.2): only the origin can resolve it; nothing is stored.
-        if not self._asks_origin(req.module):
+        if not self._asks_origin(request, req.module):
             raise NotFound(f"{ModuleVersion(req.module, req.version)}: version queries need the origin")
         assert self.origin is not None
         mode, url = self._mode(req.module)
         if mode.redirects:
             raise Redirect(url)
-        return body(request, JSON, await self.origin.query(req.module, req.version))
+        info = await self.origin.query(req.module, req.version)
+        return self._send(request, JSON, info, Validators(max_age(self.list_max_age, self.shared), content_etag(info)))
 
     async def _mod(self, request: IRequest, req: Request) -> bytes:
-        return self._answer(request, req, TEXT, await self._stored(request, req, self.storage.go_mod))
+        mod = await self._stored(request, req, self.storage.go_mod)
+        return self._answer(request, req, TEXT, mod, await self._version_time(req))
 
     async def _zip(self, request: IRequest, req: Request) -> bytes | None:
         if self.vuln_policy is not None:
@@ -352,18 +419,43 @@ class ProtocolResource:
             self._looked_up(request, req, True)
         except NotFound:
             self._looked_up(request, req, False)
+            if fetch_disabled(request):
+                raise
             if await self._stream_through(request, req):
                 return None
             await self._fill(req)
             blob = await self.storage.zip(req.module, req.version)
+        return await self._send_zip(request, req, blob)
+
+    async def _send_zip(self, request: IRequest, req: Request, blob: Any) -> bytes | None:
+        """A stored zip: whole, one range of it (206, 416), or 304; the blob is closed in the end."""
+        try:
+            validators = await self._zip_validators(req, blob.size)
+        except BaseException:
+            blob.close()
+            raise
         path = getattr(blob, "path", "")  # a zip in a local file: the hit path sends it with sendfile
         if path:
-            self._remember(request, req, ZIP, path=path, size=blob.size)
+            self._remember(request, req, ZIP, validators, path=path, size=blob.size)
+        window: Window | None = None
         try:
+            validators.apply(request)
+            if validators.not_modified(request):
+                request.setResponseCode(304)
+                return b""
+            if request.method == b"GET" and validators.range_applies(request):
+                try:
+                    window = requested(request.getHeader(b"range"), blob.size)
+                except Unsatisfiable:
+                    request.setHeader(b"content-range", b"bytes */%d" % blob.size)
+                    return text(request, f"range not satisfiable: the zip has {blob.size} bytes", 416)
             request.setHeader(b"content-type", ZIP)
-            request.setHeader(b"content-length", b"%d" % blob.size)
+            if window is not None:
+                request.setResponseCode(206)
+                request.setHeader(b"content-range", window.content_range)
+            request.setHeader(b"content-length", b"%d" % (window.length if window else blob.size))
             if request.method != b"HEAD":
-                await write_stream(request, blob.chunks())
+                await write_stream(request, window_of(blob, window) if window else blob.chunks())
         except (ConnectionDone, CancelledError):
             abort(request, "client left")  # nothing more to answer; logged with what it got
         except Exception:
@@ -375,6 +467,19 @@ class ProtocolResource:
             blob.close()
         return None
 
+    async def _zip_validators(self, req: Request, size: int) -> Validators:
+        """
+        A zip's tag and time come from its version's ``.info``: nothing is read
+        of the zip itself.  A zip ``VulnPolicy`` flags is kept by no cache in
+        front, so that every download of it is judged here.
+        """
+        flagged = self.vuln_policy is not None and self.vuln_policy.flags(req.module, req.version)
+        freshness = NO_STORE if flagged else self._immutable
+        try:
+            info = await self.storage.info(req.module, req.version)
+        except NotFound:  # deleted meanwhile (the open blob still reads): no validators
+            return Validators(freshness, ranges=True)
+        return Validators(freshness, zip_etag(info, size), version_time(info), ranges=True)
 
     async def _stream_through(self, request: IRequest, req: Request) -> bool:
         """
@@ -395,6 +500,8 @@ class ProtocolResource:
         except FileNotFoundError:
             return False  # already stored and cleaned up: storage has it
         request.setHeader(b"content-type", ZIP)
+        # Not checked yet (that happens before it is stored): no cache in front may keep it.
+        request.setHeader(b"cache-control", NO_STORE)
         if growing.declared is not None:
             request.setHeader(b"content-length", b"%d" % growing.declared)
         try:

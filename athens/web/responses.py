@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
+from athens.web.caching import NO_STORE
+
 TEXT = b"text/plain; charset=utf-8"
 JSON = b"application/json"
 ZIP = b"application/zip"
 
 
 def body(request: IRequest, content_type: bytes, data: bytes, code: int = 200) -> bytes:
-    """Set status, type and Content-Length; the caller returns the bytes to Klein."""
+    """Set status, type and Content-Length; the caller returns the bytes to Klein.  Errors are kept by no cache."""
     request.setResponseCode(code)
+    if code >= 300:
+        request.setHeader(b"cache-control", NO_STORE)
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(data))
     return data

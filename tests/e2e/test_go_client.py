@@ -131,3 +131,27 @@ def test_tls_from_the_configuration_with_basic_auth(tmp_path, seeded_root, e2e):
     finally:
         stop_cleanly(d)
     assert "s3cret-pass" not in d.logs()
+
+
+def test_index_lists_every_stored_version_and_index_type_none_nothing(tmp_path, daemon, seeded_root, e2e):
+    """Athens' /index from the daemon over a real store; IndexType = "none" (Athens' default) answers nothing."""
+    from datetime import datetime
+
+    from tests.daemon import start_daemon
+    from tests.e2e.conftest import stop_cleanly
+
+    with urllib.request.urlopen(f"{daemon.url}/index?limit=100", timeout=10) as r:
+        lines = [json.loads(line) for line in r.read().splitlines()]
+    assert sorted(f"{i['Path']}@{i['Version']}" for i in lines) == sorted(e2e.seeded)
+    assert all(i["Timestamp"].endswith("Z") for i in lines)
+    times = [datetime.fromisoformat(i["Timestamp"].replace("Z", "+00:00")) for i in lines]
+    assert times == sorted(times)
+    root, _ = seeded_root
+    off = start_daemon(tmp_path / "off", "--storage", "disk", "--storage-root", str(root),
+                       env={"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline",
+                            "ATHENS_INDEX_TYPE": "none"})
+    try:
+        with urllib.request.urlopen(f"{off.url}/index", timeout=10) as r:
+            assert (r.status, r.read()) == (200, b"")
+    finally:
+        stop_cleanly(off)

@@ -280,6 +280,37 @@ async def test_deletions_change_the_token_and_saves_do_not(storage):
     assert await storage.deletions() not in (start, after_one)
 
 
+@pytest_twisted.ensureDeferred
+async def test_index_lists_whole_versions_by_save_time(storage):
+    """Athens' /index: every whole version with its save time, oldest first, from ``since`` on, at most ``limit``."""
+    import time
+
+    before = time.time() - 2  # (a file system's clock may lag a little)
+    order = [("example.com/zz", "v1.0.0"), (MOD, "v1.0.0"), ("example.com/aa", "v0.1.0"), (MOD, "v1.1.0")]
+    for module, version in order:
+        await save(storage, module, version)
+    await storage.save_mod(MOD, "v2.0.0", gomod(MOD), info("v2.0.0"))  # go.mod-only: not in the index
+    lines = await storage.index(0, 100)
+    after = time.time() + 2
+    assert sorted((i.path, i.version) for i in lines) == sorted(order)
+    assert lines == sorted(lines, key=lambda i: (i.saved, i.path, i.version))
+    by_key = {(i.path, i.version): i.saved for i in lines}
+    saved = [by_key[key] for key in order]
+    assert saved == sorted(saved), "later saves have later (or equal) times"
+    assert all(before <= t <= after for t in saved)
+    assert await storage.index(0, 2) == lines[:2]
+    assert await storage.index(0, 0) == []
+    assert await storage.index(lines[2].saved, 100) == [i for i in lines if i.saved >= lines[2].saved]
+    assert await storage.index(after + 60, 100) == []
+    # Completing the go.mod-only version brings it in; a delete takes a version out.
+    await save(storage, MOD, "v2.0.0")
+    await storage.delete("example.com/zz", "v1.0.0")
+    now = await storage.index(0, 100)
+    assert [(i.path, i.version) for i in now][-1] == (MOD, "v2.0.0")
+    assert ("example.com/zz", "v1.0.0") not in [(i.path, i.version) for i in now]
+    assert len(now) == len(order)
+
+
 # -- go.mod-only versions: what the go command fetched for its module graph without the zip --
 
 

@@ -141,12 +141,14 @@ async def test_warn_serves_and_judges_every_download_the_hit_path_included(proxy
         for _ in range(3):
             answer = await deferToThread(get, served, f"/{M}/@v/v1.0.0.zip")
             assert answer.status == 200 and answer.body[:2] == b"PK"
+            assert answer.headers["cache-control"] == "no-store"  # a cache in front must not skip the judging
     finally:
         globalLogPublisher.removeObserver(observer)
     assert len(events) == 3 and metrics.vuln_policy.labels("warn")._value.get() == 3
     assert hits.answered == 0 and hits.answers.get(f"/{M}/@v/v1.0.0.zip".encode()) is None
     for _ in range(2):  # a zip nothing flags is replayed by the hit path as usual
-        assert (await deferToThread(get, served, f"/{M}/@v/v1.1.0.zip")).status == 200
+        answer = await deferToThread(get, served, f"/{M}/@v/v1.1.0.zip")
+        assert (answer.status, answer.headers["cache-control"]) == (200, "public, max-age=31536000, immutable")
     assert hits.answered == 1
 
 
