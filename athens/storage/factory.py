@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from athens.config import Config, ConfigError
+from athens.storage.bucket import IBucket
 from athens.storage.interface import IStorage
 
 
@@ -32,7 +33,37 @@ def open_storage(config: Config, reactor: Any = None) -> IStorage:
         if reactor is None:
             from twisted.internet import reactor
         return PostgresStorage.connect(config.postgres_url, reactor, config.postgres_max_connections)
+    if config.storage_type in ("s3", "minio"):
+        return _object_storage(config, reactor)
+    if config.storage_type == "gcp":
+        from athens.storage.gcs import GCSBucket, GCSSettings
+
+        return _objects(lambda r: GCSBucket(GCSSettings.from_config(config), r), reactor)
+    if config.storage_type == "azureblob":
+        from athens.storage.azure import AzureBucket, AzureSettings
+
+        return _objects(lambda r: AzureBucket(AzureSettings.from_config(config), r), reactor)
     raise ConfigError(f"StorageType: {config.storage_type!r} is not supported")
+
+
+def _object_storage(config: Config, reactor: Any) -> IStorage:
+    """S3 or MinIO in Athens' layout for that type, once a signed request found the bucket."""
+    try:
+        from athens.storage.objects import AT_V, MINIO, ObjectStorage
+        from athens.storage.s3 import S3Bucket
+        from athens.storage.s3settings import check_bucket, minio_settings, s3_settings
+    except ImportError as e:
+        raise ConfigError(f"StorageType {config.storage_type}: {e.name} is missing (pip install 'athens-py[s3]')") \
+            from None
+    if reactor is None:
+        from twisted.internet import reactor
+    if config.storage_type == "s3":
+        settings = s3_settings(config)
+        check_bucket(settings, "Storage.S3")
+        return ObjectStorage(S3Bucket.connect(settings, reactor), AT_V, reactor)
+    settings = minio_settings(config)
+    check_bucket(settings, "Storage.Minio", create=True)  # as Athens' minio storage does
+    return ObjectStorage(S3Bucket.connect(settings, reactor), MINIO, reactor)
 
 
 def storage_redis(config: Config) -> Any:
@@ -49,3 +80,12 @@ def storage_redis(config: Config) -> Any:
         return connect(endpoint, password, timeout=config.lock_timeout)
     except ValueError as e:
         raise ConfigError(f"Storage.Redis.Endpoint: {e}") from None
+
+
+def _objects(bucket: Callable[[Any], IBucket], reactor: Any) -> IStorage:
+    """Athens' object layout (``<module>/@v/<version>.info``...) on a bucket client."""
+    from athens.storage.objects import ObjectStorage
+
+    if reactor is None:
+        from twisted.internet import reactor
+    return ObjectStorage(bucket(reactor), reactor=reactor)

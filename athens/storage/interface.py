@@ -140,6 +140,13 @@ class IStorage(Interface):
         """Release connections and pools at shutdown."""
 
 
+class ISweep(Interface):
+    """A store where a killed save can leave something behind (invisible to readers): ``gc`` cleans it."""
+
+    def sweep(older_than: float | None = None) -> Deferred[list[str]]:
+        """Remove what killed saves left, older than ``older_than`` seconds (None: the store's rule); what was removed."""
+
+
 #: The largest zip the go command accepts (the module zip rules' limit); storage refuses anything larger.
 MAX_ZIP_SIZE = MAX_ZIP_FILE
 

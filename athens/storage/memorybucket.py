@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import time
 from typing import AsyncIterable
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from zope.interface import implementer
 
-from athens.storage.bucket import IBucket, Listing
+from athens.storage.bucket import IBucket, Listing, ObjectExists
 from athens.storage.interface import NotFound
 from athens.storage.memory import BytesBlob
 
@@ -19,6 +20,7 @@ from athens.storage.memory import BytesBlob
 class MemoryBucket:
     name = "memory-bucket"
     objects: dict[str, bytes] = attrs.field(factory=dict)
+    modified: dict[str, float] = attrs.field(factory=dict)
 
     def get(self, key: str) -> Deferred[bytes]:
         if key not in self.objects:
@@ -28,14 +30,23 @@ class MemoryBucket:
     def open(self, key: str) -> Deferred[BytesBlob]:
         return self.get(key).addCallback(BytesBlob)
 
-    def put(self, key: str, data: bytes) -> Deferred[None]:
+    def _write(self, key: str, data: bytes, exclusive: bool) -> None:
+        if exclusive and key in self.objects:
+            raise ObjectExists(f"{key}: already there")
         self.objects[key] = bytes(data)
+        self.modified[key] = time.time()
+
+    def put(self, key: str, data: bytes, exclusive: bool = False) -> Deferred[None]:
+        try:
+            self._write(key, data, exclusive)
+        except ObjectExists as e:
+            return fail(e)
         return succeed(None)
 
-    def upload(self, key: str, chunks: AsyncIterable[bytes]) -> Deferred[int]:
+    def upload(self, key: str, chunks: AsyncIterable[bytes], exclusive: bool = False) -> Deferred[int]:
         async def collect() -> int:
             data = b"".join([c async for c in chunks])
-            self.objects[key] = data  # whole, at the end: a failed stream leaves nothing
+            self._write(key, data, exclusive)  # whole, at the end: a failed stream leaves nothing
             return len(data)
 
         return ensureDeferred(collect())
@@ -45,6 +56,7 @@ class MemoryBucket:
 
     def delete(self, key: str) -> Deferred[None]:
         self.objects.pop(key, None)
+        self.modified.pop(key, None)
         return succeed(None)
 
     def list(self, prefix: str, delimiter: str = "", token: str = "", limit: int = 1000) -> Deferred[Listing]:
@@ -55,7 +67,7 @@ class MemoryBucket:
         last = ""
         for key in ordered[start:]:
             if len(keys) + len(prefixes) == limit:
-                return succeed(Listing(keys, prefixes, last))
+                return succeed(Listing(keys, prefixes, last, {k: self.modified[k] for k in keys}))
             cut = key.find(delimiter, len(prefix)) if delimiter else -1
             if cut >= 0:
                 common = key[: cut + len(delimiter)]
@@ -66,7 +78,7 @@ class MemoryBucket:
             else:
                 keys.append(key)
                 last = key
-        return succeed(Listing(keys, prefixes, ""))
+        return succeed(Listing(keys, prefixes, "", {k: self.modified[k] for k in keys}))
 
     def ping(self) -> Deferred[None]:
         return succeed(None)

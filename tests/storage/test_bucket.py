@@ -7,7 +7,7 @@ import hashlib
 import pytest
 import pytest_twisted
 
-from athens.storage.bucket import IBucket
+from athens.storage.bucket import IBucket, ObjectExists
 from athens.storage.interface import NotFound
 from tests.storage.buckets import BUCKETS
 from tests.streams import Boom, once, pattern, pattern_digest
@@ -118,3 +118,29 @@ async def test_list_pages_and_delimiter(bucket):
 @pytest_twisted.ensureDeferred
 async def test_ping(bucket):
     await bucket.ping()
+
+
+@pytest_twisted.ensureDeferred
+async def test_exclusive_writes_keep_the_first(bucket):
+    """What makes one of two concurrent saves win: the store decides, atomically, who was first."""
+    key = "excl/@v/v1.0.0.zip"
+    await bucket.put(key, b"first", exclusive=True)
+    with pytest.raises(ObjectExists):
+        await bucket.put(key, b"second", exclusive=True)
+    with pytest.raises(ObjectExists):
+        await bucket.upload(key, pattern(b"third", 12 << 20), exclusive=True)
+    assert await bucket.get(key) == b"first"
+    assert (await bucket.list("excl/")).keys == [key]  # the refused multipart upload left nothing
+    size = 12 << 20
+    assert await bucket.upload("excl/@v/v2.0.0.zip", pattern(b"big", size), exclusive=True) == size
+
+
+@pytest_twisted.ensureDeferred
+async def test_listings_say_when_each_object_was_written(bucket):
+    import time
+
+    before = time.time() - 5
+    await bucket.put("when/a", b"x")
+    listing = await bucket.list("when/")
+    assert listing.keys == ["when/a"]
+    assert before <= listing.modified["when/a"] <= time.time() + 5
