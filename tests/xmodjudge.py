@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import attrs
 
-from tests.gotool import go_binary, run
+from tests.gotool import go_binary, offline_build_env, run
 
 REPO = Path(__file__).resolve().parents[1]
 #: Filled by ./run-tests (`go mod download` of the version tests/xmod/go.mod pins).
@@ -81,18 +81,7 @@ def build(work: Path) -> XMod:
         raise AssertionError(f"{MODCACHE} has no golang.org/x/mod: ./run-tests downloads it")
     src = work / "src"
     shutil.copytree(SOURCE, src)
-    env = {
-        "PATH": str(Path(go_binary()).parent) + ":/usr/bin:/bin",
-        "HOME": str(work),
-        "GOPATH": str(work / "gopath"),
-        "GOCACHE": str(work / "gocache"),
-        "GOMODCACHE": str(MODCACHE),
-        "GOPROXY": "off",
-        "GOFLAGS": "-mod=mod",
-        "GOTOOLCHAIN": "local",
-        "GOENV": "off",
-        "CGO_ENABLED": "0",
-    }
+    env = offline_build_env(work, MODCACHE, work / "gocache")
     binary = work / "xmodjudge"
     run([go_binary(), "build", "-o", str(binary), "."], src, env)
     module = json.loads(run([go_binary(), "list", "-m", "-json", "golang.org/x/mod"], src, env).stdout)

@@ -258,16 +258,7 @@ class DiskStorage:
                 _write_file(os.path.join(tmp, "go.mod"), mod)
                 if info is not None:
                     _write_file(os.path.join(tmp, version + ".info"), info)
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                _fsync_dir(tmp)
-                try:
-                    os.rename(tmp, target)
-                except OSError as e:
-                    if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                        raise
-                    return False  # another writer was first
-                _fsync_dir(os.path.dirname(target))
-                return True
+                return self._publish(tmp, target, replace=False)  # False: another writer was first
             finally:
                 shutil.rmtree(tmp, True)
 
@@ -278,8 +269,11 @@ class DiskStorage:
         _write_file(os.path.join(tmp, "go.mod"), mod)
         _write_file(os.path.join(tmp, version + ".info"), info)
 
-    def _publish(self, tmp: str, target: str) -> bool:
-        """Rename the finished version into place; False if a complete one is already there."""
+    def _publish(self, tmp: str, target: str, replace: bool = True) -> bool:
+        """
+        Rename the finished version into place; False if a complete one is
+        already there (or, without ``replace``, anything at all).
+        """
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         _fsync_dir(tmp)
@@ -288,7 +282,7 @@ class DiskStorage:
         except OSError as e:
             if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
-            if self._complete(target):
+            if not replace or self._complete(target):
                 return False
             # A partial directory from a non-atomic writer (Athens, or a crash
             # of one): move it aside and put the whole version in its place.

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.gotool import go_binary, run
+from tests.gotool import go_binary, offline_build_env, run
 
 REPO = Path(__file__).resolve().parents[2]
 MODCACHE = REPO / ".gomodcache"
@@ -80,18 +80,7 @@ def build_judge(work: Path) -> Path:
     root()
     src = work / "sumdbjudge"
     shutil.copytree(JUDGE, src)
-    env = {
-        "PATH": str(Path(go_binary()).parent) + ":/usr/bin:/bin",
-        "HOME": str(work),
-        "GOPATH": str(work / "gopath"),
-        "GOCACHE": str(MODCACHE / ".gocache"),
-        "GOMODCACHE": str(MODCACHE),
-        "GOPROXY": "off",
-        "GOFLAGS": "-mod=mod",
-        "GOTOOLCHAIN": "local",
-        "GOENV": "off",
-        "CGO_ENABLED": "0",
-    }
+    env = offline_build_env(work, MODCACHE, MODCACHE / ".gocache")
     binary = work / "sumdbjudge-bin"
     run([go_binary(), "build", "-o", str(binary), "."], src, env)
     return binary
