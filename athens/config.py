@@ -26,7 +26,11 @@ SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
 INDEX_TYPES = {"": "none", "none": "none", "memory": "memory", "mysql": "mysql", "postgres": "postgres",
                "storage": "storage"}
 #: Athens storage types this proxy does not implement: named so the error can say so.
-ATHENS_ONLY_STORAGE = ("mongo", "external")
+ATHENS_ONLY_STORAGE = {
+    "mongo": "no MongoDB server can be installed where this proxy is built and tested, and storage that is not "
+             "tested against a real server is not offered",
+    "external": "Athens' external storage protocol is not implemented",
+}
 LOG_LEVELS = {
     "trace": "debug",
     "debug": "debug",
@@ -225,9 +229,8 @@ def _choice(choices: Mapping[str, str] | tuple[str, ...], extra: str = "") -> Ca
             value = "plain"
         if value not in choices:
             if value in ATHENS_ONLY_STORAGE:
-                raise ConfigError(
-                    f"{key}: {raw!r} is an Athens storage this proxy does not support (use one of: {', '.join(choices)})"
-                )
+                raise ConfigError(f"{key}: {raw!r} is an Athens storage this proxy does not support: "
+                                  f"{ATHENS_ONLY_STORAGE[value]} (use one of: {', '.join(choices)})")
             raise ConfigError(f"{key}: {raw!r} is not one of: {', '.join(choices)}{extra}")
         return choices[value] if isinstance(choices, Mapping) else value
 
