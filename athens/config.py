@@ -26,7 +26,11 @@ SINGLE_FLIGHT_TYPES = ("memory", "redis", "redis-sentinel", "etcd")
 INDEX_TYPES = {"": "none", "none": "none", "memory": "memory", "mysql": "mysql", "postgres": "postgres",
                "storage": "storage"}
 #: Athens storage types this proxy does not implement: named so the error can say so.
-ATHENS_ONLY_STORAGE = ("mongo", "external")
+ATHENS_ONLY_STORAGE = {
+    "mongo": "no MongoDB server can be installed where this proxy is built and tested, and storage that is not "
+             "tested against a real server is not offered",
+    "external": "Athens' external storage protocol is not implemented",
+}
 LOG_LEVELS = {
     "trace": "debug",
     "debug": "debug",
@@ -83,6 +87,10 @@ class Config:
     fill_after_client_leaves: bool = True
     validator_hook: str = ""
     robots_file: str = ""
+    home_template_path: str = "/var/lib/athens/home.html"
+    trace_exporter: str = ""
+    trace_exporter_url: str = ""
+    trace_sampling_fraction: float = 1.0
     basic_auth_user: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -221,9 +229,8 @@ def _choice(choices: Mapping[str, str] | tuple[str, ...], extra: str = "") -> Ca
             value = "plain"
         if value not in choices:
             if value in ATHENS_ONLY_STORAGE:
-                raise ConfigError(
-                    f"{key}: {raw!r} is an Athens storage this proxy does not support (use one of: {', '.join(choices)})"
-                )
+                raise ConfigError(f"{key}: {raw!r} is an Athens storage this proxy does not support: "
+                                  f"{ATHENS_ONLY_STORAGE[value]} (use one of: {', '.join(choices)})")
             raise ConfigError(f"{key}: {raw!r} is not one of: {', '.join(choices)}{extra}")
         return choices[value] if isinstance(choices, Mapping) else value
 
@@ -291,6 +298,16 @@ def _bool(key: str, raw: Any) -> bool:
     if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
         return raw.strip().lower() in ("true", "1", "yes")
     raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+
+
+def _fraction(key: str, raw: Any) -> float:
+    try:
+        value = float(raw) if not isinstance(raw, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}: expected a fraction from 0 to 1, got {raw!r}")
+    return value
 
 
 def _stats_exporter(key: str, raw: Any) -> str:
@@ -387,6 +404,10 @@ KEYS: tuple[Key, ...] = (
     Key(("FillAfterClientLeaves",), ("ATHENS_FILL_AFTER_CLIENT_LEAVES",), "fill_after_client_leaves", _bool),
     Key(("ClientIdleTimeout",), ("ATHENS_CLIENT_IDLE_TIMEOUT",), "client_idle_timeout", _positive_int),
     Key(("RobotsFile",), ("ATHENS_ROBOTS_FILE",), "robots_file", _path),
+    Key(("HomeTemplatePath",), ("ATHENS_HOME_TEMPLATE_PATH",), "home_template_path", _path),
+    Key(("TraceExporter",), ("ATHENS_TRACE_EXPORTER",), "trace_exporter", _string),
+    Key(("TraceExporterURL",), ("ATHENS_TRACE_EXPORTER_URL",), "trace_exporter_url", _url),
+    Key(("TraceSamplingFraction",), ("ATHENS_TRACE_SAMPLING_FRACTION",), "trace_sampling_fraction", _fraction),
     Key(("BasicAuthUser",), ("BASIC_AUTH_USER",), "basic_auth_user", _string),
     Key(("TLSCertFile",), ("ATHENS_TLSCERT_FILE",), "tls_cert_file", _path),
     Key(("TLSKeyFile",), ("ATHENS_TLSKEY_FILE",), "tls_key_file", _path),

@@ -40,6 +40,24 @@ def endpoint_of(path: bytes) -> str:
     return last if last in ("healthz", "readyz", "version", "catalog", "metrics", "robots.txt") else "other"
 
 
+@attrs.frozen
+class Totals:
+    """Counters since start (summed over workers)."""
+
+    #: Lookups of .info, .mod and .zip answered from storage, and those that were not.
+    hits: int
+    misses: int
+    #: Fetches from the origin: stored, not found there, failed (unreachable, broken, too slow, refused).
+    stored: int
+    not_found: int
+    failed: int
+
+    @property
+    def hit_ratio(self) -> float | None:
+        looked_up = self.hits + self.misses
+        return self.hits / looked_up if looked_up else None
+
+
 @attrs.define
 class Metrics:
     registry: CollectorRegistry = attrs.field(factory=CollectorRegistry)
@@ -113,14 +131,31 @@ class Metrics:
         if hits:
             self.cache.labels("hit").inc(hits)
 
+    def _summed(self) -> CollectorRegistry:
+        """This process's registry; with several workers (PROMETHEUS_MULTIPROC_DIR), one that sums all of theirs."""
+        self.flush()
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+
     def exposition(self) -> tuple[bytes, bytes]:
         """This process's metrics; with several workers (PROMETHEUS_MULTIPROC_DIR), all of theirs summed."""
-        self.flush()
-        registry = self.registry
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        return CONTENT_TYPE_LATEST.encode(), generate_latest(registry)
+        return CONTENT_TYPE_LATEST.encode(), generate_latest(self._summed())
+
+    def totals(self) -> Totals:
+        """Lookups and origin fetches since start, every worker's summed: the status page's figures."""
+        found: dict[tuple[str, str], float] = {}
+        for family in self._summed().collect():
+            for sample in family.samples:
+                if sample.name == "athens_cache_total":
+                    found[("cache", sample.labels.get("result", ""))] = sample.value
+                elif sample.name == "athens_fetches_total":
+                    found[("fetch", sample.labels.get("outcome", ""))] = sample.value
+        count = lambda kind, label: int(found.get((kind, label), 0))  # noqa: E731
+        return Totals(hits=count("cache", "hit"), misses=count("cache", "miss"), stored=count("fetch", "stored"),
+                      not_found=count("fetch", "not_found"), failed=count("fetch", "error"))
 
     def fetch_started(self) -> float:
         self.fetches_in_flight.inc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -20,6 +20,7 @@ from athens.config import Config, ConfigError, port_to_endpoint
 from athens.fetch.credentials import prepare_home
 from athens.fetch.chain import ChainFetcher, GoproxyError, PerModuleFetcher, goproxy_of, parse_goproxy
 from athens.fetch.gocmd import GoFetcher
+from athens.fetch.interface import IFetcher
 from athens.fetch.toolchains import ToolchainShelf, default_directory
 from athens.fetch.upstream import Pace, UpstreamFetcher, make_pool
 from athens.filter import Action, FilterError, load_filter
@@ -41,14 +42,21 @@ from athens.web.accesslog import AccessLog
 from athens.web.answers import LIST_REPLAY
 from athens.web.app import make_site
 from athens.web.ops import DEFAULT_ROBOTS
+from athens.tracing import TraceSettings
+from athens.tracing import start as start_tracing
 from athens.web.reloadtls import ReloadableTLS, TLSFilesError
+from athens.web.status import ClientSettings, StatusPage
 from athens.web.validator import ValidatorHook
 from athens.workers import AdoptedPort, WorkerSupervisor
+
+if TYPE_CHECKING:
+    from athens.tracing.otel import Tracing
 
 log = Logger()
 
 
-def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metrics | None = None) -> Origin:
+def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metrics | None = None,
+                 tracing: Tracing | None = None) -> Origin:
     """The fetcher, stash, list cache and policies a cache miss uses, from the configuration."""
     try:
         policy = load_policy(config.download_mode, config.download_url)
@@ -79,11 +87,15 @@ def build_origin(config: Config, storage: IStorage, reactor: Any, metrics: Metri
         toolchains=shelf if (shelf := ToolchainShelf(default_directory(config.go_get_dir))).prepare() else None,
     )
     pool = make_pool(reactor)
+    if tracing is not None:  # a span for each fetch, and for each request sent (with its traceparent)
+        pool.egress = tracing.agent(pool.egress)
+        go = tracing.fetcher(go, "direct")
 
-    def upstream(url: str) -> UpstreamFetcher:
-        return UpstreamFetcher(url, reactor, pool, timeout=min(config.timeout, 60), pace=Pace(deadline=config.timeout),
-                               work_dir=config.go_get_dir,
-                               slots=DeferredSemaphore(config.protocol_workers))
+    def upstream(url: str) -> IFetcher:
+        fetcher = UpstreamFetcher(url, reactor, pool, timeout=min(config.timeout, 60),
+                                  pace=Pace(deadline=config.timeout), work_dir=config.go_get_dir,
+                                  slots=DeferredSemaphore(config.protocol_workers))
+        return fetcher if tracing is None else tracing.fetcher(fetcher, url)
 
     try:
         chain = go if goproxy.strip() == "direct" else ChainFetcher(parse_goproxy(goproxy, upstream, lambda: go))
@@ -167,7 +179,12 @@ class AthensService(MultiService):
         self.endpoint = endpoint
         self.reactor = reactor
         self.metrics = Metrics(exported=config.stats_exporter == "prometheus")
-        self.origin = origin if origin is not None else build_origin(config, storage, reactor, self.metrics)
+        self.trace_settings = TraceSettings.from_config(config)
+        #: None unless TraceExporter = "otlp" (then OpenTelemetry is imported, and not before).
+        self.tracing = start_tracing(self.trace_settings, reactor)
+        served = storage if self.tracing is None else self.tracing.storage(storage)  # a span an operation
+        self.origin = origin if origin is not None else build_origin(config, served, reactor, self.metrics,
+                                                                     self.tracing)
         tiles = TileCache(os.path.join(config.disk_root, ".athens-sumdb") if storage.name == "disk" else "")
         own = self.origin.stash.own
         self.sumdb = SumDBProxy(config.sum_dbs, self.origin.http_pool or make_pool(reactor), reactor,
@@ -180,9 +197,14 @@ class AthensService(MultiService):
         self.own_metrics_dir = ""
         #: One of the daemon's worker processes: it logs nothing the daemon itself says.
         self.is_worker = False
-        self.cached = CachedStorage(storage, reactor.seconds)
+        self.cached = CachedStorage(served, reactor.seconds)
         self.vulndb = VulnDBService(config, storage, reactor, self.origin.http_pool or make_pool(reactor),
                                     self.metrics)
+        # The status page counts the store itself (the LRU in front would hide the backend's own count).
+        home = StatusPage(storage, reactor, self.metrics,
+                          ClientSettings.from_config(config, workers=bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")),
+                                                     own=self.origin.stash.own),
+                          config.home_template_path, fills=lambda: self.origin.stash.recent)
         self.site = make_site(self.cached, reactor, self.origin, config.redirect_code,
                               self.sumdb, config.path_prefix, read_robots(config.robots_file), basic_auth(config),
                               self.metrics, config.fill_after_client_leaves, self._validator(reactor),
@@ -190,7 +212,7 @@ class AthensService(MultiService):
                               list_ttl=min(LIST_REPLAY, config.list_cache_ttl), force_ssl=config.force_ssl,
                               list_max_age=config.list_cache_ttl, index_enabled=config.index_type != "none",
                               vulndb=self.vulndb.database, vuln_policy=self.vulndb.policy,
-                              admin_prefetch=prefetch_endpoint(config))
+                              admin_prefetch=prefetch_endpoint(config), home=home, tracing=self.tracing)
         self.vulndb.setServiceParent(self)
         self.flushing = LoopingCall(lambda: ensureDeferred(self._tick()))
         self.flushing.clock = reactor
@@ -249,7 +271,7 @@ class AthensService(MultiService):
             return  # the daemon itself says it all, once
         for note in self.config.notes:
             log.info("{note}", note=note)
-        for warning in self.config.warnings:
+        for warning in self.config.warnings + tuple(self.trace_settings.problems()):
             log.warn("{warning}", warning=warning)
         config = self.config
         where = f" in {config.disk_root}" if self.storage.name == "disk" else ""
@@ -272,6 +294,11 @@ class AthensService(MultiService):
                  source=f"copied from {config.vulndb_url} (checked every {config.vulndb_refresh}s)"
                  if config.vulndb_url else "no upstream (VulnDBURL off): loaded with athens-admin vulndb import",
                  policy=config.vuln_policy)
+        if self.tracing is not None:
+            settings = self.trace_settings
+            log.info("tracing: spans exported over OTLP/HTTP to {where}, {fraction:.0%} of new traces sampled",
+                     where=settings.endpoint() or "the OTEL_EXPORTER_OTLP_* endpoint (default localhost:4318)",
+                     fraction=settings.fraction)
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
@@ -322,5 +349,7 @@ class AthensService(MultiService):
         await self.storage.close()
         if self.origin.stash.own is not None:
             await self.origin.stash.own.log.store.close()
+        if self.tracing is not None:  # the last spans go out (the export has its own timeout: 10 s)
+            await self.tracing.shutdown()
         if self.own_metrics_dir:  # every worker has ended: nobody counts into it any more
             shutil.rmtree(self.own_metrics_dir, ignore_errors=True)

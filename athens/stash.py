@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections import deque
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -29,6 +31,20 @@ from athens.sumdb import ChecksumMismatch, ChecksumVerifier, OwnSumDB
 
 log = Logger()
 
+#: How many fills :attr:`Stash.recent` keeps.
+RECENT_FILLS = 20
+
+
+@attrs.frozen
+class Fill:
+    """A version this process fetched from the origin and stored (the status page lists the last few)."""
+
+    module: str
+    version: str
+    #: When it was stored (epoch seconds), and how long the fetch and save took.
+    at: float
+    seconds: float
+
 
 @attrs.define
 class Stash:
@@ -45,6 +61,8 @@ class Stash:
     #: Zips arriving now, for stream-through; and who waits to hear of one.
     _growing: dict[ModuleVersion, Growing] = attrs.field(factory=dict)
     _zip_waiters: dict[ModuleVersion, list[Deferred[Growing | None]]] = attrs.field(factory=dict)
+    #: The last fills, newest first.
+    recent: deque[Fill] = attrs.field(factory=lambda: deque(maxlen=RECENT_FILLS))
 
     def zip_arriving(self, module: str, version: str) -> tuple[Deferred[Growing | None], Deferred[None]]:
         """
@@ -129,6 +147,7 @@ class Stash:
             self.metrics.fetch_ended(started, outcome)
 
     async def _fetch_and_store(self, key: ModuleVersion) -> None:
+        started = time.monotonic()
         fetched = await self.fetcher.download(key.path, key.version, lambda g: self._zip_started(key, g))
         try:
             zip_hash = await deferToThread(_check, fetched)
@@ -149,6 +168,8 @@ class Stash:
             finally:
                 blob.close()
             log.info("stored {what} from the origin{again}", what=str(key), again="" if stored else " (already there)")
+            if stored:
+                self.recent.appendleft(Fill(key.path, key.version, time.time(), time.monotonic() - started))
         finally:
             await fetched.cleanup()
 

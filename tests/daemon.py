@@ -32,6 +32,16 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+def http_status(url: str, timeout: float = 60) -> int:
+    """The status a GET gets (the body read and dropped), errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            r.read()
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 def twistd() -> str:
     candidate = Path(sys.executable).parent / "twistd"
     return str(candidate) if candidate.exists() else "twistd"

@@ -166,3 +166,9 @@ def test_gcp_and_azure_blob_settings_under_athens_names(tmp_path):
     assert config.azure_managed_identity_resource_id == "/other"
     with pytest.raises(ConfigError, match="ATHENS_AZURE_ENDPOINT: 'blob' is not an http"):
         load(write(tmp_path, text), environ={"ATHENS_AZURE_ENDPOINT": "blob"})
+
+
+@pytest.mark.parametrize("kind, why", [("mongo", "no MongoDB server"), ("external", "external storage protocol")])
+def test_athens_storages_not_offered_say_why(kind, why):
+    with pytest.raises(ConfigError, match=why):
+        load(None, environ={"ATHENS_STORAGE_TYPE": kind})

@@ -221,8 +221,7 @@ async def test_catalog_pages_like_athens(storage, client):
 async def test_robots_and_home_page(storage, client):
     response, content = await get(client, "/robots.txt")
     assert (response.code, content) == (200, b"User-agent: *\nDisallow: /\n")
-    await seed(storage, "example.com/<script>", ("v1.0.0",))
+    await seed(storage, "example.com/a", ("v1.0.0",))
     response, content = await get(client, "/")
     assert response.code == 200
-    assert b"export GOPROXY=http://proxy,direct" in content
-    assert b"<script>" not in content and b"&lt;script&gt;" in content
+    assert b"export GOPROXY=http://proxy,direct" in content  # the rest: tests/test_status_page.py

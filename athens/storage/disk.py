@@ -28,6 +28,7 @@ from zope.interface import implementer
 from athens.module import ModuleVersion, is_valid_semver
 from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ModChanged, NotFound, StorageError, index_of,
                                      page, sized)
+from athens.storage.summary import IStorageSummary, Summary
 
 CHUNK = 256 << 10
 TMP_DIR = ".athens-tmp"
@@ -101,7 +102,7 @@ class FileBlob:
         return str(self._file.name)
 
 
-@implementer(IStorage)
+@implementer(IStorage, IStorageSummary)
 @attrs.define
 class DiskStorage:
     root: str = attrs.field(converter=lambda p: os.path.abspath(os.fspath(p)))
@@ -353,6 +354,28 @@ class DiskStorage:
             return index_of(lines, since, limit)
 
         return deferToThread(saved)
+
+    def summary(self) -> Deferred[Summary]:
+        """One walk: whole versions counted as the catalog lists them, and every file's size but half-written ones."""
+
+        def walk() -> Summary:
+            modules, versions, size = set(), 0, 0
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                if dirpath == self.root:
+                    dirnames[:] = [d for d in dirnames if d != TMP_DIR]
+                for name in filenames:
+                    try:
+                        size += os.lstat(os.path.join(dirpath, name)).st_size
+                    except FileNotFoundError:
+                        pass  # deleted meanwhile
+                version = os.path.basename(dirpath)
+                ours = os.path.relpath(dirpath, self.root).startswith(".athens-")  # checksum tiles: size only
+                if not ours and is_valid_semver(version) and all(f in filenames for f in _version_files(version)):
+                    modules.add(os.path.dirname(dirpath))
+                    versions += 1
+            return Summary(len(modules), versions, size, "files under the root")
+
+        return deferToThread(walk)
 
     def touch(self, module: str, version: str) -> Deferred[None]:
         """The version directory's mtime is its last use (a rename leaves it at the save)."""

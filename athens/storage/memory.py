@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from athens.module import ModuleVersion
 from athens.storage.interface import CatalogPage, IndexLine, IStorage, ModChanged, NotFound, index_of, page, sized
+from athens.storage.summary import IStorageSummary, Summary
 
 CHUNK = 256 << 10
 
@@ -43,7 +44,7 @@ class BytesBlob:
         pass
 
 
-@implementer(IStorage)
+@implementer(IStorage, IStorageSummary)
 @attrs.define
 class MemoryStorage:
     name = "memory"
@@ -125,6 +126,11 @@ class MemoryStorage:
 
     def deletions(self) -> Deferred[str]:
         return succeed(str(self._deleted))
+
+    def summary(self) -> Deferred[Summary]:
+        whole = self._whole()
+        size = sum(len(v.info or b"") + len(v.mod) + len(v.zip or b"") for v in self._versions.values())
+        return succeed(Summary(len({mv.path for mv in whole}), len(whole), size, "bytes held in memory"))
 
     def touch(self, module: str, version: str) -> Deferred[None]:
         key = ModuleVersion(module, version)

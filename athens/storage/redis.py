@@ -35,6 +35,7 @@ from zope.interface import implementer
 from athens.module import ModuleVersion
 from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ModChanged, NotFound, StorageError,
                                      StorageUnavailable, rechunk, sized)
+from athens.storage.summary import IStorageSummary, Summary, count_catalog
 
 CHUNK = 1 << 20
 #: Chunks of a save not yet published expire after this (a crashed writer leaves nothing for long).
@@ -216,7 +217,7 @@ async def _call(d: Deferred[Any], timeout: float | None = None) -> Any:
         raise StorageError(f"redis refused: {e}") from None
 
 
-@implementer(IStorage)
+@implementer(IStorage, IStorageSummary)
 @attrs.define
 class RedisStorage:
     redis: Any
@@ -396,6 +397,20 @@ class RedisStorage:
             return float(await self._field(module, version, b"used"))
 
         return ensureDeferred(when())
+
+    def summary(self) -> Deferred[Summary]:
+        """The catalog counted (one sorted set, paged); the size is the server's, which may hold more than this store."""
+
+        async def count() -> Summary:
+            counted = await count_catalog(self)
+            info = await _cmd(self.redis, "INFO", "memory")
+            text = info.decode("ascii", "replace") if isinstance(info, bytes) else str(info)
+            used = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                         if line.startswith("used_memory:")), "")
+            size = int(used) if used.isdigit() else None
+            return attrs.evolve(counted, size=size, size_of="memory the whole Redis server uses")
+
+        return ensureDeferred(count())
 
     def ping(self) -> Deferred[None]:
         async def pong() -> None:

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from athens.module import ModuleVersion
 from athens.storage.interface import (CatalogPage, IndexLine, IStorage, ModChanged, NotFound, StorageError,
                                      StorageUnavailable, rechunk, sized)
+from athens.storage.summary import IStorageSummary, Summary
 
 CHUNK = 1 << 20
 SCHEMA_VERSION = 5
@@ -92,7 +93,7 @@ class SQLBlob:
         pass
 
 
-@implementer(IStorage)
+@implementer(IStorage, IStorageSummary)
 @attrs.define
 class PostgresStorage:
     pool: adbapi.ConnectionPool
@@ -294,6 +295,18 @@ class PostgresStorage:
             return float(rows[0][0])
 
         return ensureDeferred(when())
+
+    def summary(self) -> Deferred[Summary]:
+        """Counted by the database; the size is its tables' (indexes and TOAST included)."""
+
+        async def count() -> Summary:
+            (modules, versions), = await self._query("SELECT count(DISTINCT module), count(*) FROM athens_versions")
+            (size,), = await self._query(
+                "SELECT coalesce(sum(pg_total_relation_size(t)), 0) FROM "
+                "unnest(ARRAY['athens_versions', 'athens_chunks', 'athens_gomods']::regclass[]) AS t")
+            return Summary(int(modules), int(versions), int(size), "the PostgreSQL tables")
+
+        return ensureDeferred(count())
 
     def ping(self) -> Deferred[None]:
         async def check() -> None:

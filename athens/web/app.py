@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import werkzeug.exceptions
 from klein import Klein
@@ -31,6 +32,7 @@ from athens.web.ops import DEFAULT_ROBOTS, OpsResource
 from athens.web.protocol import ProtocolResource
 from athens.web.responses import body, text
 from athens.web.site import ProxySite
+from athens.web.status import ClientSettings, StatusPage
 from athens.web.validator import ValidatorHook
 
 GET = ["GET", "HEAD"]
@@ -42,12 +44,15 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
              robots: bytes = DEFAULT_ROBOTS, metrics: Metrics | None = None,
              fill_after_client_leaves: bool = True, validator: ValidatorHook | None = None,
              protocol: ProtocolResource | None = None, *, vulndb: VulnDatabase | None = None,
-             admin_prefetch: bool = False, index_enabled: bool = True) -> Klein:
+             admin_prefetch: bool = False, index_enabled: bool = True, home: StatusPage | None = None) -> Klein:
     """Routes over ``storage``; with an ``origin``, misses are filled from it."""
     app = Klein()
     metrics = metrics or Metrics()
-    ops = OpsResource(storage, clock, robots, path_prefix, details=(vulndb.describe,) if vulndb else (),
+    ops = OpsResource(storage, clock, robots, details=(vulndb.describe,) if vulndb else (),
                       index_enabled=index_enabled)
+    if home is None:
+        home = StatusPage(storage, clock, metrics, ClientSettings(path_prefix),
+                          fills=lambda: origin.stash.recent if origin is not None else ())
     protocol = protocol or ProtocolResource(storage, origin, redirect_code, metrics, fill_after_client_leaves,
                                             validator)
 
@@ -84,7 +89,7 @@ def make_app(storage: IStorage, clock: IReactorTime | None = None, origin: Origi
     def proxy(request: IRequest, path: str):  # type: ignore[no-untyped-def]
         return protocol.handle(request, path)
 
-    app.route("/", methods=GET, endpoint="home")(ops.home)
+    app.route("/", methods=GET, endpoint="home")(home.render)
 
     @app.handle_errors(Exception)
     def failed(request: IRequest, failure: Failure) -> bytes:
@@ -104,7 +109,8 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                   metrics: Metrics | None = None, fill_after_client_leaves: bool = True,
                   validator: ValidatorHook | None = None, protocol: ProtocolResource | None = None,
                   force_ssl: bool = False, *, vulndb: VulnDatabase | None = None,
-                  admin_prefetch: bool = False, index_enabled: bool = True) -> IResource:
+                  admin_prefetch: bool = False, index_enabled: bool = True,
+                  home: StatusPage | None = None) -> IResource:
     """The whole site; under ``path_prefix`` (``/athens``) when one is set, and nothing outside it."""
     metrics = metrics or Metrics()
     if protocol is None:
@@ -112,7 +118,7 @@ def make_resource(storage: IStorage, clock: IReactorTime | None = None, origin: 
                                     shared=basic_auth is None)
     resource = make_app(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, metrics,
                         fill_after_client_leaves, validator, protocol, vulndb=vulndb,
-                        admin_prefetch=admin_prefetch, index_enabled=index_enabled).resource()
+                        admin_prefetch=admin_prefetch, index_enabled=index_enabled, home=home).resource()
     if basic_auth is not None:
         resource = BasicAuth(resource, *basic_auth, path_prefix=path_prefix)
     if force_ssl:
@@ -151,12 +157,13 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
               access_log: AccessLog | None = None, hit_path: bool = True, list_ttl: float = LIST_REPLAY,
               force_ssl: bool = False, vulndb: VulnDatabase | None = None,
               vuln_policy: VulnPolicy | None = None, admin_prefetch: bool = False, list_max_age: int = 60,
-              index_enabled: bool = True) -> ProxySite:
+              index_enabled: bool = True, home: StatusPage | None = None, tracing: Any = None) -> ProxySite:
     """
     The site of :func:`make_resource`, with the hit path in front unless ``hit_path`` is False; ``vulndb``
     served at ``/vuln/``, ``vuln_policy`` judging zips; ``admin_prefetch``: ``POST /admin/prefetch``.
     ``list_max_age``: how long a cache in front may keep a list or ``@latest`` (``ListCacheTTL``);
-    ``index_enabled`` False: ``/index`` answers nothing (``IndexType = "none"``).
+    ``index_enabled`` False: ``/index`` answers nothing (``IndexType = "none"``); ``home``: the status page;
+    ``tracing``: a span a request (:class:`athens.tracing.otel.Tracing`).
     """
     metrics = metrics or Metrics()
     access_log = access_log or AccessLog()
@@ -166,7 +173,7 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
                                 list_max_age=list_max_age, shared=basic_auth is None)
     resource = make_resource(storage, clock, origin, redirect_code, sumdb, path_prefix, robots, basic_auth, metrics,
                              fill_after_client_leaves, validator, protocol, force_ssl, vulndb=vulndb,
-                             admin_prefetch=admin_prefetch, index_enabled=index_enabled)
+                             admin_prefetch=admin_prefetch, index_enabled=index_enabled, home=home)
     hits = None
     if answers is not None and vulndb is not None:  # a new database may flag a remembered zip: judge it again
         vulndb.listeners.append(lambda snapshot: answers.clear())
@@ -174,5 +181,6 @@ def make_site(storage: IStorage, clock: IReactorTime | None = None, origin: Orig
         authorization = None
         if basic_auth is not None:
             authorization = b"Basic " + base64.b64encode(f"{basic_auth[0]}:{basic_auth[1]}".encode())
-        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use, https_only=force_ssl)
-    return ProxySite(resource, metrics, idle_timeout, hits=hits, access_log=access_log)
+        hits = HitPath(answers, metrics, access_log, authorization, protocol.record_use, https_only=force_ssl,
+                       tracing=tracing)
+    return ProxySite(resource, metrics, idle_timeout, hits=hits, access_log=access_log, tracing=tracing)

@@ -57,8 +57,16 @@ class HitPath:
     https_only: bool = False
     #: Requests answered here (tests and the curious check which path answered).
     answered: int = 0
+    #: :class:`athens.tracing.otel.Tracing` when tracing is on: a span a hit, and a request that continues a
+    #: trace (``traceparent``) goes to the full path, which makes its span a child.
+    tracing: Any = None
+    declined: frozenset[bytes] = _FULL_PATH_HEADERS
     _date_second: int = -1
     _date: bytes = b""
+
+    def __attrs_post_init__(self) -> None:
+        if self.tracing is not None:
+            self.declined = _FULL_PATH_HEADERS | {b"traceparent"}
 
     def date(self, now: float) -> bytes:
         second = int(now)
@@ -166,6 +174,7 @@ class HitChannel(Protocol):
             return False
         given_id = agent = authorization = connection = proto = None
         host = False
+        declined = self.hits.declined
         for header in rest.split(b"\r\n"):
             name, colon, value = header.partition(b":")
             if not colon or name != name.strip():
@@ -186,7 +195,7 @@ class HitChannel(Protocol):
                 connection = value
             elif name == b"x-forwarded-proto":
                 proto = value
-            elif name in _FULL_PATH_HEADERS:
+            elif name in declined:
                 return False
         if version == b"HTTP/1.1" and not host:
             return False
@@ -251,6 +260,9 @@ class _Ending:
                                     self.agent.decode("ascii", "replace") if self.agent else "-", answer.module,
                                     answer.version, broken))
         hits.metrics.served_hit(answer.endpoint, 200, sent)
+        if hits.tracing is not None:
+            hits.tracing.hit(self.method, self.target, self.request_id, self.arrived, sent, answer.module,
+                             answer.version, broken)
         if broken:
             return
         self.channel._after(self.keep)

@@ -1,8 +1,7 @@
-"""Operations endpoints: liveness, readiness, version, catalog, index, robots.txt and the home page."""
+"""Operations endpoints: liveness, readiness, version, catalog, index and robots.txt (the home page: status.py)."""
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import platform
@@ -41,7 +40,6 @@ class OpsResource:
     storage: IStorage
     clock: object = attrs.field(default=None)
     robots: bytes = DEFAULT_ROBOTS
-    path_prefix: str = ""
     #: ``IndexType = "none"``: /index answers nothing, as Athens' no-op index does.
     index_enabled: bool = True
     #: More to say on /readyz, a phrase each (the vulnerability database's age); none makes it not ready.
@@ -90,21 +88,6 @@ class OpsResource:
 
     def robots_txt(self, request: IRequest) -> bytes:
         return body(request, b"text/plain; charset=utf-8", self.robots)
-
-    async def home(self, request: IRequest) -> bytes:
-        host = (request.getHeader(b"host") or b"localhost").decode("ascii", "replace")
-        scheme = "https" if request.isSecure() else "http"
-        url = html.escape(f"{scheme}://{host}{self.path_prefix}")
-        page = await self.storage.catalog("", 20)
-        rows = "".join(f"<li><code>{html.escape(str(i))}</code></li>" for i in page.items) or "<li>nothing yet</li>"
-        more = f' and more: <a href="{self.path_prefix}/catalog">/catalog</a>' if page.next_token else ""
-        doc = (
-            "<!doctype html><meta charset=utf-8><title>athens-py</title>"
-            "<h1>athens-py Go module proxy</h1>"
-            f"<p>Use it with:</p><pre>export GOPROXY={url},direct</pre>"
-            f"<p>Storage: {html.escape(self.storage.name)}. Cached, first ones{more}:</p><ul>{rows}</ul>"
-        )
-        return body(request, b"text/html; charset=utf-8", doc.encode())
 
     def healthz(self, request: IRequest) -> bytes:
         return text(request, "OK")

@@ -7,6 +7,7 @@ path (:mod:`athens.web.hitpath`) in front of every plain connection.
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -52,6 +53,20 @@ class TimedRequest(Request):
             transport.abortConnection()
 
     def process(self) -> None:
+        site = self.channel.site if self.channel is not None else None
+        tracing = site.tracing if isinstance(site, ProxySite) else None
+        if tracing is None:
+            self._process()
+            return
+        # The request's span is current while it is handled: coroutines started now keep it (Twisted copies the
+        # context), so storage, fetches and upstream requests become its children.
+        token = tracing.request_started(self)
+        try:
+            self._process()
+        finally:
+            tracing.request_handed_off(token)
+
+    def _process(self) -> None:
         bad = _bad_input(self)
         if bad is not None:
             _refuse(self, bad)  # one access line says it all
@@ -132,11 +147,14 @@ class ProxySite(Site):
     protocol = Channel
 
     def __init__(self, resource: IResource, metrics: Metrics | None = None, idle_timeout: float = 60.0,
-                 hits: HitPath | None = None, access_log: AccessLog | None = None, **kwargs: object) -> None:
+                 hits: HitPath | None = None, access_log: AccessLog | None = None, tracing: Any = None,
+                 **kwargs: object) -> None:
         # ``timeout``: a connection that sends and receives nothing this long (a slow or stuck client) is closed.
         super().__init__(resource, requestFactory=TimedRequest, timeout=idle_timeout, **kwargs)  # type: ignore[arg-type]
         self.metrics = metrics
         self.hits = hits
+        #: :class:`athens.tracing.otel.Tracing` when tracing is on: a span a request.
+        self.tracing = tracing
         self.access_log = access_log or (hits.access_log if hits is not None else AccessLog())
         self.in_flight = 0
         self._idle: list[Deferred[None]] = []
@@ -190,6 +208,8 @@ class ProxySite(Site):
     def log(self, request: Request) -> None:
         if self.metrics is not None:
             self.metrics.request(request.path, request.code, request.sentLength)
+        if self.tracing is not None:
+            self.tracing.request_ended(request)
         arrived = getattr(request, "arrived", None)
         address = request.getClientAddress()
         agent = request.getHeader(b"user-agent")

@@ -8,13 +8,11 @@ import selectors
 import shutil
 import socket
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from athens.module import escape
-from tests.daemon import peak_rss_mib, start_daemon
+from tests.daemon import http_status, peak_rss_mib, start_daemon
 from tests.e2e.conftest import stop_cleanly
 from tests.e2e.test_admin import admin
 
@@ -23,12 +21,7 @@ PURE_CACHE = {"ATHENS_DOWNLOAD_MODE": "none", "ATHENS_NETWORK_MODE": "offline"}
 
 
 def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            r.read()
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
+    return http_status(url, timeout=10)
 
 
 def _urls(base: str, key: str) -> list[str]:

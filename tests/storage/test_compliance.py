@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 import pytest_twisted
@@ -17,6 +18,7 @@ from twisted.internet.defer import DeferredList, gatherResults
 
 from athens.module import ModuleVersion
 from athens.storage.interface import ModChanged, NotFound, ZipTooLarge
+from athens.storage.summary import Summary, count_catalog, summarize
 from tests.streams import Boom, once, pattern, pattern_digest
 
 MOD = "example.com/compliance/one"
@@ -209,6 +211,26 @@ async def test_catalog_pages_through_every_version(storage):
             break
     assert len(seen) == len(stored) and set(seen) == stored
     assert seen == sorted(seen, key=lambda mv: (mv.path, mv.version))
+
+
+@pytest_twisted.ensureDeferred
+async def test_summary_counts_whole_versions_and_modules(storage):
+    """The status page's figures: go.mod-only and deleted versions are not counted; the size covers the zips."""
+    empty = await summarize(storage)
+    assert (empty.modules, empty.versions) == (0, 0)
+    zip = os.urandom(100_000)  # (incompressible: PostgreSQL compresses what it can)
+    for module, version in (("example.com/sum/a", "v1.0.0"), ("example.com/sum/a", "v1.1.0"),
+                            ("example.com/sum/b", "v0.1.0"), ("example.com/sum/c", "v2.0.0")):
+        await save(storage, module, version, zip)
+    await storage.save_mod("example.com/sum/d", "v1.0.0", gomod("example.com/sum/d"), None)
+    await storage.delete("example.com/sum/c", "v2.0.0")
+    summary = await summarize(storage)
+    assert isinstance(summary, Summary)
+    assert (summary.modules, summary.versions) == (2, 3)
+    by_catalog = await count_catalog(storage)
+    assert (by_catalog.modules, by_catalog.versions) == (2, 3)
+    if summary.size is not None:  # (the whole Redis server's memory, the PostgreSQL tables: more than the zips)
+        assert summary.size >= 3 * len(zip) and summary.size_of
 
 
 @pytest_twisted.ensureDeferred
