@@ -27,7 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.cache_hits import BIG, MODULE, machine, python_load, seed, storage_env, wrk, zip_throughput  # noqa: E402
+from benchmarks.cache_hits import (  # noqa: E402
+    BIG, MODULE, machine, python_load, seed, storage_env, wrk, zip_throughput,
+)
 from tests.daemon import peak_rss_mib, source_env, start_daemon  # noqa: E402
 
 
@@ -65,7 +67,8 @@ def main() -> None:
     print(f"command: {' '.join(sys.argv)}")
     print(f"machine: {machine()}")
     print("daemon:  twistd -n athens, one process per backend; servers, daemons and load on the same machine")
-    print(f"load:    {'wrk -t2' if use_wrk else 'python asyncio'} -c{args.connections} {args.seconds}s of .info, and as long of store reads; "
+    print(f"load:    {'wrk -t2' if use_wrk else 'python asyncio'} -c{args.connections} {args.seconds}s of .info, "
+          f"as long of store reads (16 at a time); "
           f".zip read and save: {args.zip_mib} MiB, one client; {args.rounds} alternating rounds, medians")
 
     servers: list = []
@@ -95,7 +98,9 @@ def main() -> None:
                 server.stop()
 
     print(f"{'':14}" + "".join(f"{kind:>14}" for kind in kinds))
-    for key, label, unit in (("info", ".info hit", "req/s"), ("read", ".info read", "/s"), ("zip", ".zip read", "MB/s"), ("save", "save", "MB/s")):
+    rows = (("info", ".info hit", "req/s"), ("read", ".info read", "/s"), ("zip", ".zip read", "MB/s"),
+            ("save", "save", "MB/s"))
+    for key, label, unit in rows:
         print(f"{label:14}" + "".join(f"{statistics.median(results[k][key]):>8,.0f} {unit:<5}" for k in kinds))
     print(f"{'peak RSS':14}" + "".join(f"{rss[k]:>8.0f} MiB  " for k in kinds))
 

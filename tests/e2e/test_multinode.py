@@ -1,4 +1,4 @@
-"""Real daemons sharing one store (Redis, PostgreSQL, S3) and one lock (Redis or etcd): one origin fetch, identical bytes."""
+"""Real daemons sharing one store (Redis, PostgreSQL, S3) and one lock (Redis, etcd): one origin fetch, same bytes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import psycopg
 import pytest
 
 from tests.daemon import start_daemon
-from tests.e2e.conftest import CONCURRENT, MONO_SUB, fetcher_env, stop_cleanly
-from tests.e2e.conftest import SIMPLE, UPPER
+from tests.e2e.conftest import CONCURRENT, MONO_SUB, SIMPLE, UPPER, fetcher_env, stop_cleanly
 from tests.e2e.test_fill import download, fetches, get
 from tests.e2e.test_s3 import s3_environ
 from tests.servers import s3_request
