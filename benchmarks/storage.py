@@ -97,12 +97,12 @@ def main() -> None:
             for server in servers:
                 server.stop()
 
-    print(f"{'':14}" + "".join(f"{kind:>14}" for kind in kinds))
+    print(f"{'':14}" + "".join(f"{kind:>15}" for kind in kinds))
     rows = (("info", ".info hit", "req/s"), ("read", ".info read", "/s"), ("zip", ".zip read", "MB/s"),
             ("save", "save", "MB/s"))
     for key, label, unit in rows:
-        print(f"{label:14}" + "".join(f"{statistics.median(results[k][key]):>8,.0f} {unit:<5}" for k in kinds))
-    print(f"{'peak RSS':14}" + "".join(f"{rss[k]:>8.0f} MiB  " for k in kinds))
+        print(f"{label:14}" + "".join(f"{statistics.median(results[k][key]):>9,.0f} {unit:<5}" for k in kinds))
+    print(f"{'peak RSS':14}" + "".join(f"{rss[k]:>9.0f} MiB  " for k in kinds))
 
 
 if __name__ == "__main__":
