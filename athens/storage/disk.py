@@ -241,9 +241,8 @@ class DiskStorage:
         return True
 
     def save_mod(self, module: str, version: str, mod: bytes, info: bytes | None) -> Deferred[bool]:
-        target = self._version_dir(module, version)
-
         def store() -> bool:
+            target = self._version_dir(module, version)
             if os.path.isdir(target):
                 if info is None or not self._mod_only(target):
                     return False
