@@ -37,14 +37,14 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone, ResponseFailed
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import ResponseFailed
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from athens.storage.awscreds import CredentialSettings, CredentialSource
 from athens.storage.bucket import IBucket, Listing, ObjectExists
 from athens.storage.interface import NotFound, StorageError, StorageUnavailable, rechunk
+from athens.storage.objhttp import BodyPipe, StreamBlob, content_length
 
 #: Multipart part size: S3's minimum is 5 MiB (all parts but the last); one part is held in memory.
 PART = 8 << 20
@@ -55,7 +55,6 @@ HASH_OFF_THREAD = 256 << 10
 #: Small objects (.info, .mod, the deletions token) larger than this are refused.
 MAX_SMALL = 16 << 20
 #: Read-ahead of a zip being served: the connection is paused above this many buffered bytes.
-READ_AHEAD = 1 << 20
 #: Attempts for a request the store throttles or fails with a 5xx.
 ATTEMPTS = 4
 _NET_ERRORS = (ConnectError, ConnectingCancelledError, DNSLookupError, TimeoutError, ResponseFailed,
@@ -121,76 +120,6 @@ def _error(status: int, body: bytes) -> tuple[str, str]:
         return root.findtext("Code") or str(status), root.findtext("Message") or ""
     except ElementTree.ParseError:
         return str(status), body[:200].decode("utf-8", "replace")
-
-
-class _Body(Protocol):
-    """A response body as an async iterator of chunks, pausing the connection while the reader is behind."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.done: Failure | None = None
-        self.waiting: Deferred[None] | None = None
-        self.paused = False
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
-        self.chunks.append(data)
-        self.buffered += len(data)
-        if self.buffered > READ_AHEAD and not self.paused:
-            self.paused = True
-            self.transport.pauseProducing()
-        self._wake()
-
-    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
-        self.done = reason
-        self._wake()
-
-    def _wake(self) -> None:
-        waiting, self.waiting = self.waiting, None
-        if waiting is not None:
-            waiting.callback(None)
-
-    async def read(self) -> AsyncIterator[bytes]:
-        received = 0
-        while True:
-            if self.chunks:
-                chunk = self.chunks.popleft()
-                self.buffered -= len(chunk)
-                received += len(chunk)
-                if self.paused and self.buffered <= READ_AHEAD // 2:
-                    self.paused = False
-                    self.transport.resumeProducing()
-                yield chunk
-                continue
-            if self.done is not None:
-                if not self.done.check(ResponseDone, PotentialDataLoss) or received != self.size:
-                    raise StorageUnavailable(f"s3: the object's body broke off after {received} of {self.size} bytes")
-                return
-            self.waiting = Deferred()
-            await self.waiting
-
-    def stop(self) -> None:
-        if self.done is None and self.transport is not None:
-            self.transport.stopProducing()
-
-
-@attrs.define
-class S3Blob:
-    """A stored object being read from the response: its size, then its bytes as they arrive."""
-
-    size: int
-    _body: _Body
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._body.read():
-                yield chunk
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self._body.stop()
 
 
 @implementer(IBucket)
@@ -277,13 +206,13 @@ class S3Bucket:
 
         return ensureDeferred(get())
 
-    def open(self, key: str) -> Deferred[S3Blob]:
-        async def open_() -> S3Blob:
+    def open(self, key: str) -> Deferred[StreamBlob]:
+        async def open_() -> StreamBlob:
             response = await self._request("GET", key, stream=True)
-            size = response.length if isinstance(response.length, int) else 0
-            body = _Body(size)
-            response.deliverBody(body)
-            return S3Blob(size, body)
+            size = content_length(response, "s3")
+            pipe = BodyPipe(self.reactor, self.settings.timeout, "s3")
+            response.deliverBody(pipe)
+            return StreamBlob(pipe, size)
 
         return ensureDeferred(open_())
 
