@@ -31,6 +31,16 @@ M = "example.com/m"
 ZIP = module_zip(M, "v1.0.0", {f"f{i}.go": bytes(range(256)) * 400 for i in range(20)})
 
 
+def small_file(request) -> bytes | None:
+    """The upstream's ``.info`` or ``.mod`` of M@v1.0.0; None for the zip."""
+    file = request.path.decode().rsplit("/", 1)[1]
+    if file.endswith(".info"):
+        return json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
+    if file.endswith(".mod"):
+        return f"module {M}\n".encode()
+    return None
+
+
 class SlowUpstream(Resource):
     """Sends half of the zip, then waits for the test to say go (or to say fail)."""
 
@@ -42,11 +52,9 @@ class SlowUpstream(Resource):
         self.zips = 0
 
     def render_GET(self, request):  # noqa: N802
-        file = request.path.decode().rsplit("/", 1)[1]
-        if file.endswith(".info"):
-            return json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
-        if file.endswith(".mod"):
-            return f"module {M}\n".encode()
+        small = small_file(request)
+        if small is not None:
+            return small
         self.zips += 1
         request.setHeader(b"content-length", b"%d" % len(ZIP))
         request.write(ZIP[: len(ZIP) // 2])
@@ -305,11 +313,9 @@ class PulledUpstream(Resource):
         self.produced = 0
 
     def render_GET(self, request):  # noqa: N802
-        file = request.path.decode().rsplit("/", 1)[1]
-        if file.endswith(".info"):
-            return json.dumps({"Version": "v1.0.0", "Time": "2024-01-02T03:04:05Z"}).encode()
-        if file.endswith(".mod"):
-            return f"module {M}\n".encode()
+        small = small_file(request)
+        if small is not None:
+            return small
         request.setHeader(b"content-length", b"%d" % len(self.zip))
         upstream = self
 
