@@ -13,10 +13,13 @@ import socket
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 
 from athens.storage.disk import DiskStorage
+from athens.web.answers import LINK_CHECK
 from athens.web.app import make_site
 from tests import rawhttp
 from tests.inprocess import serve
@@ -165,6 +168,20 @@ async def test_a_zip_deleted_under_the_hit_path_is_not_served(proxy):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_zip_deleted_while_the_hit_path_holds_it_open_is_not_served_after_the_link_check(proxy):
+    """The hit path keeps remembered zips open; within LINK_CHECK of its deletion the full path answers."""
+    served, hits, storage = await proxy()
+    port = served.port.getHost().port
+    for _ in range(2):
+        assert (await deferToThread(rawhttp.get, port, TARGETS["zip"][0])).body == ZIP
+    assert hits.answered == 1  # the file is open now
+    await storage.delete(M, "v1.0.0")
+    await deferLater(reactor, LINK_CHECK * 2, lambda: None)
+    answer = await deferToThread(rawhttp.get, port, TARGETS["zip"][0])
+    assert answer.status == 404 and hits.answered == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_hits_are_counted_and_logged(proxy):
     served, hits, _ = await proxy()
     port = served.port.getHost().port
@@ -214,6 +231,47 @@ async def test_a_client_that_leaves_during_a_sendfile_is_logged_and_harms_nothin
     assert line["cache"] == "hit" and line["broken"] == "client left" and line["size"] < len(big), line
     assert not [e for e in events if e.get("log_failure") is not None or e.get("log_level") is not None
                 and e["log_level"].name in ("error", "critical")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_answers_cleared_during_a_sendfile_leave_it_whole_and_then_close_the_file(proxy):
+    """Hits share one descriptor per zip: a clear (a delete somewhere) closes it only when the last send ends."""
+    import threading
+
+    served, hits, storage = await proxy()
+    big = module_zip(M, "v1.1.0", {f"b{i}.go": os.urandom(1 << 20) for i in range(24)})
+    await storage.save(M, "v1.1.0", INFO.replace(b"v1.0.0", b"v1.1.0"), MOD, once(big))
+    port = served.port.getHost().port
+    target = f"/{M}/@v/v1.1.0.zip"
+    assert (await deferToThread(rawhttp.get, port, target)).body == big  # remembered
+    path = hits.answers.get(target.encode()).path
+    started, cleared = threading.Event(), threading.Event()
+
+    def read_slowly() -> bytes:
+        with socket.create_connection(("127.0.0.1", port)) as s:  # (24 MiB: more than the socket buffers hold)
+            s.sendall(rawhttp.request("GET", target, {"Connection": "close"}))
+            data = s.recv(1000)
+            started.set()
+            assert cleared.wait(10)
+            while chunk := s.recv(1 << 16):
+                data += chunk
+        return data
+
+    def open_here() -> bool:
+        return any(os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path) for fd in os.listdir("/proc/self/fd")
+                   if os.path.exists(f"/proc/self/fd/{fd}"))
+
+    reading = deferToThread(read_slowly)
+    for _ in range(200):
+        if started.is_set():
+            break
+        await deferLater(reactor, 0.05, lambda: None)
+    assert hits.answered == 1 and open_here()
+    hits.answers.clear()
+    cleared.set()
+    (answer,) = rawhttp.parse(await reading)
+    assert answer.body == big
+    assert not open_here()
 
 
 @pytest_twisted.ensureDeferred

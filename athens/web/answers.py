@@ -18,6 +18,8 @@ from twisted.web.server import version as server_version
 SERVER = b"Server: %s\r\n" % server_version
 #: Seconds a list or ``@latest`` is replayed before the full path (and the list cache) answers again.
 LIST_REPLAY = 5.0
+#: Seconds between checks that a remembered zip is still linked (one ``fstat`` costs as much as a tenth of a hit).
+LINK_CHECK = 0.05
 
 
 @attrs.frozen
@@ -37,35 +39,61 @@ class Answer:
 
 
 @attrs.define
+class OpenFile:
+    """A remembered zip, open: hits send from this one descriptor (sendfile takes an offset), closed when unused."""
+
+    fd: int
+    users: int = 0
+    #: ``time.monotonic()`` of the last check that the file is still linked.
+    checked: float = 0.0
+    #: Forgotten while in use: the last :meth:`Answers.release` closes it.
+    dropped: bool = False
+
+
+@attrs.define
 class Answers:
     """Remembered answers by request target, bounded in bytes; cleared whenever a version is deleted."""
 
     max_bytes: int = 64 << 20
-    #: Zip files kept open (a request takes a duplicate: no path walk per hit), the oldest closed beyond this.
+    #: Zip files kept open (no path walk per hit), the oldest closed beyond this.
     max_files: int = 256
     _entries: dict[bytes, Answer] = attrs.field(factory=dict)
     _size: int = 0
-    _files: dict[str, int] = attrs.field(factory=dict)
+    _files: dict[str, OpenFile] = attrs.field(factory=dict)
 
     def get(self, target: bytes) -> Answer | None:
         return self._entries.get(target)
 
-    def open(self, path: str) -> int:
-        """A descriptor of a remembered file for one answer (the caller closes it); OSError once it is deleted."""
-        fd = self._files.get(path)
-        if fd is None:
-            fd = self._files[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    def open(self, path: str, now: float) -> OpenFile:
+        """
+        A remembered file for one answer, until :meth:`release`; OSError once it is deleted (storage renames a
+        version away, then removes it), noticed within :data:`LINK_CHECK` seconds.
+        """
+        file = self._files.get(path)
+        if file is None:
+            file = self._files[path] = OpenFile(os.open(path, os.O_RDONLY | os.O_CLOEXEC), checked=now)
             while len(self._files) > self.max_files:
                 self._close(next(iter(self._files)))
-        elif os.fstat(fd).st_nlink == 0:  # deleted (storage renames a version away, then removes it)
-            self._close(path)
-            raise FileNotFoundError(path)
-        return os.dup(fd)
+        elif now - file.checked > LINK_CHECK:
+            file.checked = now
+            if os.fstat(file.fd).st_nlink == 0:
+                self._close(path)
+                raise FileNotFoundError(path)
+        file.users += 1
+        return file
+
+    @staticmethod
+    def release(file: OpenFile) -> None:
+        file.users -= 1
+        if file.dropped and not file.users:
+            os.close(file.fd)
 
     def _close(self, path: str) -> None:
-        fd = self._files.pop(path, None)
-        if fd is not None:
-            os.close(fd)
+        file = self._files.pop(path, None)
+        if file is not None:
+            file.dropped = True
+            if not file.users:
+                os.close(file.fd)
 
     def remember(self, target: bytes, content_type: bytes, endpoint: str, body: bytes = b"", path: str = "",
                  size: int = 0, module: str = "", version: str = "", ttl: float | None = None,

@@ -28,7 +28,7 @@ from twisted.web.http import HTTPChannel, datetimeToString
 
 from athens.metrics import Metrics
 from athens.web.accesslog import AccessLog, Line
-from athens.web.answers import Answer, Answers
+from athens.web.answers import Answer, Answers, OpenFile
 from athens.web.requestid import request_id
 from athens.web.sendfile import SendFile, send
 
@@ -203,10 +203,10 @@ class HitChannel(Protocol):
             return False
         if self.hits.https_only and proto != b"https":
             return False
-        fd = -1
+        file = None
         if answer.path and method == b"GET":
             try:
-                fd = self.hits.answers.open(answer.path)
+                file = self.hits.answers.open(answer.path, arrived)
             except OSError:
                 self.hits.answers.forget(target)  # deleted: the full path says what is true now
                 return False
@@ -221,14 +221,15 @@ class HitChannel(Protocol):
         if method == b"GET" and not answer.path:
             out.append(answer.body)
             sent = answer.size
-        send(self.transport, b"".join(out), more=fd >= 0)
+        send(self.transport, b"".join(out), more=file is not None)
         self.hits.answered += 1
         ending = _Ending(self, keep, method, target, rid, agent, answer, arrived)
         if answer.module:
             self.hits.used(answer.module, answer.version)
-        if fd >= 0:
+        if file is not None:
             self.busy = True
-            SendFile(self.transport, self.inner, fd, answer.size, ending.sent).start()
+            ending.file = file
+            SendFile(self.transport, self.inner, file.fd, answer.size, ending.sent).start()
         else:
             ending.done(sent)
         return True
@@ -251,6 +252,8 @@ class _Ending:
     agent: bytes | None
     answer: Answer
     arrived: float
+    #: The zip being sent, released when it is out.
+    file: OpenFile | None = None
 
     def done(self, sent: int, broken: str = "") -> None:
         hits, answer = self.channel.hits, self.answer
@@ -269,6 +272,8 @@ class _Ending:
 
     def sent(self, size: int, broken: str) -> None:
         """A file is out (:class:`SendFile`): then the requests that waited."""
+        if self.file is not None:
+            self.channel.hits.answers.release(self.file)
         self.done(size, broken)
         if not broken and self.channel.connected:
             self.channel._idle()

@@ -57,7 +57,8 @@ class SendFile:
     transport has queued.  ``consumer`` is the transport's producer (twisted.web's
     HTTPChannel), which passes the transport's pause and resume calls on to
     whatever it has registered.  ``ended(sent, broken)`` is called once, with
-    ``broken`` empty when all went out; the descriptor is closed by then.
+    ``broken`` empty when all went out; the descriptor stays the caller's
+    (sendfile is given offsets: it may be shared).
     """
 
     def __init__(self, transport: Any, consumer: IConsumer, fd: int, size: int,
@@ -117,7 +118,6 @@ class SendFile:
 
     def _end(self, broken: str) -> None:
         self.stopped = True
-        os.close(self.fd)
         if self.registered and self.transport.connected and not self.transport.disconnecting:
             self.consumer.unregisterProducer()
             self.consumer.setTimeout(self.saved_timeout)
