@@ -21,10 +21,13 @@ M = "example.com/m"
 
 
 def module_zip(module: str, version: str, files: dict[str, bytes] | None = None) -> bytes:
+    """The same bytes at every call (a fixed time stamp: tests build a zip twice to compare)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in (files or {"m.go": b"package m\n"}).items():
-            zf.writestr(f"{module}@{version}/{name}", data)
+            info = zipfile.ZipInfo(f"{module}@{version}/{name}", date_time=(2024, 1, 2, 3, 4, 6))
+            info.external_attr = 0o600 << 16  # as writestr gives a name
+            zf.writestr(info, data)
     return buf.getvalue()
 
 
