@@ -10,7 +10,7 @@ Why: a cold cache behind an upstream proxy is the common first contact with the 
 hash), ``go mod download all`` from proxy.golang.org fills a module cache whose ``cache/download`` is a GOPROXY
 tree: zips for the build list, go.mod files alone for the rest of the graph.  nginx serves a hard-linked copy
 on loopback (plus the file hits.start_nginx probes).  Each round times, in turn, ``go mod download all`` with
-a fresh GOMODCACHE in a fresh copy of the module: straight from nginx; through ``twistd -n athens`` (default
+a fresh GOMODCACHE (in memory: --client-dir) in a fresh copy of the module: straight from nginx; through ``twistd -n athens`` (default
 workers, fresh disk store, upstream nginx, checksum verification off, log level info); with ATHENS_BIN,
 through the Go Athens (fresh disk store, sync mode, its go command pointed at nginx).  The Go Athens fetches
 a whole version, zip included, even for a .mod request: it 404s, and is skipped, where the tree has a go.mod
@@ -143,13 +143,16 @@ def start_proxy(workdir: Path, upstream: str) -> Daemon:
     return start_daemon(workdir, "--workers", str(default_workers("disk")), env=env)
 
 
-def measure(name: str, starter: Callable[[Path, str], Daemon] | None, work: Path, gomod: Path, nginx: Daemon,
-            direct: set[str] | None) -> tuple[float, set[str]]:
-    """One timed download (through a fresh server, if any), its line of output; nginx's log read past the probes."""
+def measure(name: str, starter: Callable[[Path, str], Daemon] | None, work: Path, client: Path, gomod: Path,
+            nginx: Daemon, direct: set[str] | None) -> tuple[float, set[str]]:
+    """
+    One timed download (through a fresh server in ``work``, if any; the go command's caches in ``client``),
+    its line of output; nginx's log read past the probes.
+    """
     server = starter(work / "server", nginx.url) if starter else None
     try:
         upstream_requests(nginx.log.parent / "access.log")  # skip readiness probes
-        seconds, go_cpu, files = download(module_dir(gomod, work / "mod"), (server or nginx).url)
+        seconds, go_cpu, files = download(module_dir(gomod, client / "mod"), (server or nginx).url)
     except RuntimeError as e:
         raise RuntimeError(f"{e}\n{server.log}, its end:\n{server.logs()[-1500:]}" if server else str(e)) from None
     finally:
@@ -170,7 +173,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gomod", type=Path, required=True)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--cache-dir", type=Path, default=Path("/work/scratch/cold-graph-cache"))
+    p.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "athens-py-bench" / "cold-graph",
+                   help="where the graph's GOPROXY tree is kept between runs")
+    p.add_argument("--client-dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
+                   help="where the go command's module cache goes (default: memory, /dev/shm): it writes GBs of "
+                        "sources, the same in every way, whose disk write-back otherwise varies the times by 2x")
     args = p.parse_args()
     athens_bin = os.environ.get("ATHENS_BIN")
     version = subprocess.run([GO, "version"], capture_output=True, text=True).stdout.strip()
@@ -194,8 +201,10 @@ def main() -> None:
                 for name, starter in list(ways.items()):
                     print(f"round {r} ", end="")
                     try:
-                        with tempfile.TemporaryDirectory(dir=tmp) as work:  # removes read-only module caches too
-                            seconds, files = measure(name, starter, Path(work), args.gomod, nginx, direct)
+                        with tempfile.TemporaryDirectory(dir=tmp) as work, \
+                                tempfile.TemporaryDirectory(dir=args.client_dir) as client:  # (read-only files too)
+                            seconds, files = measure(name, starter, Path(work), Path(client), args.gomod, nginx,
+                                                     direct)
                     except RuntimeError as e:
                         print(f"ERROR: {name}: {e}\n{name} skipped from now on")
                         del ways[name]
