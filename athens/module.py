@@ -84,6 +84,8 @@ _MODULE, _FILE = "module path", "file path"
 _MOD_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")
 _FIRST_ELEM_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 _FILE_NAME_ASCII = frozenset("!#$%&()+,-.=@[]^_{}~ ")
+#: A file path element of ASCII letters, digits and ``_FILE_NAME_ASCII`` only (every rune fine).
+_PLAIN_FILE_ELEMENT = re.compile(r"[A-Za-z0-9!#$%&()+,\-.=@\[\]^_{}~ ]+").fullmatch
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
 )
@@ -105,10 +107,11 @@ def _check_element(elem: str, kind: str, path: str) -> None:
         raise InvalidInput(f"malformed {kind} {path!r}: leading dot in path element")
     if elem[-1] == ".":
         raise InvalidInput(f"malformed {kind} {path!r}: trailing dot in path element")
-    ok = (lambda c: c in _MOD_PATH_CHARS) if kind == _MODULE else _file_char_ok
-    for c in elem:
-        if not ok(c):
-            raise InvalidInput(f"malformed {kind} {path!r}: invalid char {c!r}")
+    if kind == _MODULE or not _PLAIN_FILE_ELEMENT(elem):  # (most file names: no rune to look at one by one)
+        ok = (lambda c: c in _MOD_PATH_CHARS) if kind == _MODULE else _file_char_ok
+        for c in elem:
+            if not ok(c):
+                raise InvalidInput(f"malformed {kind} {path!r}: invalid char {c!r}")
     short = elem.split(".", 1)[0]
     if short.upper() in _RESERVED:
         raise InvalidInput(f"malformed {kind} {path!r}: {short!r} disallowed as path element component on Windows")

@@ -24,7 +24,7 @@ import stat
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from athens.module import MAX_ELEMENT_LENGTH, InvalidInput, check_file_path
 
@@ -138,7 +138,7 @@ class _Collisions:
 
     def check(self, name: str, is_dir: bool) -> None:
         while name:
-            key = "".join(map(_fold, name))
+            key = name.lower() if name.isascii() else "".join(map(_fold, name))  # (ASCII folds to lower case)
             if key not in self._seen:
                 self._seen[key] = (name, is_dir)
             else:
@@ -189,9 +189,13 @@ def _contents(raw: BinaryIO, info: zipfile.ZipInfo, name: str) -> Iterator[bytes
     _, name_len, extra_len = _LOCAL_HEADER.unpack(header)
     start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
     raw.seek(start)
-    data = _stored(raw, info.compress_size)
-    if info.compress_type == zipfile.ZIP_DEFLATED:
-        data = _inflated(data, name)
+    data: Iterable[bytes]
+    if info.compress_type == zipfile.ZIP_DEFLATED and max(info.compress_size, info.file_size) < _READ:
+        data = _inflated_at_once(raw.read(info.compress_size), info.file_size, name)  # most files: one call
+    else:
+        data = _stored(raw, info.compress_size)
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            data = _inflated(data, name)
     size = crc = 0
     for chunk in data:
         size += len(chunk)
@@ -217,6 +221,21 @@ def _stored(raw: BinaryIO, left: int) -> Iterator[bytes]:
     while left > 0 and (chunk := raw.read(min(left, _READ))):
         left -= len(chunk)
         yield chunk
+
+
+def _inflated_at_once(compressed: bytes, size: int, name: str) -> tuple[bytes]:
+    """
+    A small entry inflated in one call, as :func:`_inflated` gives it: up to one byte more than the
+    declared ``size`` (so that more data shows), the end of the input before the end of the stream refused.
+    """
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        data = inflate.decompress(compressed, size + 1)
+    except zlib.error as e:
+        raise InvalidZip(f"{name!r}: corrupt deflated data: {e}") from None
+    if not inflate.eof and len(data) <= size:
+        raise InvalidZip(f"{name!r}: unexpected end of deflated data")
+    return (data,)
 
 
 def _inflated(compressed: Iterator[bytes], name: str) -> Iterator[bytes]:

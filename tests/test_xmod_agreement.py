@@ -16,6 +16,7 @@ import os
 import unicodedata
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -245,6 +246,12 @@ def test_zips_agree_on_xmod_testdata(xmod, tmp_path):
     assert_agree(xmod, cases)
 
 
+def _sync_flushed(content: bytes) -> bytes:
+    """Raw deflate that stops without its final block (all the data is there)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return c.compress(content) + c.flush(zlib.Z_SYNC_FLUSH)
+
+
 def zip_file(tmp_path: Path, name: str, entries: list[Entry]) -> Path:
     path = tmp_path / f"{name}.zip"
     path.write_bytes(build(entries))
@@ -292,6 +299,9 @@ SPECIAL = {
     "stored_size_lies_high": [Entry(PREFIX + b"m.go", b"package m\n", method=0, size=30)],
     "deflated_size_lies_low": [Entry(PREFIX + b"m.go", b"package m\n" * 40, size=100)],
     "deflated_truncated": [Entry(PREFIX + b"m.go", data=deflate(b"package m\n" * 40)[:-4], content=b"package m\n" * 40)],
+    "deflated_without_final_block": [Entry(PREFIX + b"m.go", b"package m\n" * 40, data=_sync_flushed(b"package m\n" * 40))],
+    "deflated_more_than_declared": [Entry(PREFIX + b"m.go", b"package m\n" * 40, size=100,
+                                          crc=zlib.crc32(b"package m\n" * 10))],  # size and CRC of a prefix
     "deflated_then_junk": [Entry(PREFIX + b"m.go", b"package m\n", data=deflate(b"package m\n") + b"junk")],
     "not_deflate": [Entry(PREFIX + b"m.go", b"package m\n", data=b"\xff" * 10)],
     "bad_crc": [Entry(PREFIX + b"m.go", b"package m\n", crc=1234)],
