@@ -78,7 +78,6 @@ class Origin:
                 await self.stash.verifier.verify_mod(module, version, data)
             if self.stash.own is not None:
                 await self.stash.own.check_mod(module, version, data)
-            self._keep_mod(module, version, data)
         return data
 
     async def store_mod(self, module: str, version: str) -> tuple[bytes, bool]:

@@ -7,6 +7,7 @@ graph) is fetched when it is asked for, and then the version is stored.
 from __future__ import annotations
 
 import os
+from unittest import mock
 
 import pytest_twisted
 from twisted.internet.threads import deferToThread
@@ -60,16 +61,19 @@ async def test_go_mod_and_info_come_at_once_and_the_zip_when_asked(tmp_path):
 
     upstream = NormalisingUpstream()
     port, storage, close = await _proxy(tmp_path, upstream, {"ATHENS_VERIFY_CHECKSUMS": "false"})
+    saves = mock.patch.object(DiskStorage, "save_mod", autospec=True, side_effect=DiskStorage.save_mod)
     try:
-        for kind in ("mod", "info"):
-            answer = await deferToThread(rawhttp.get, port, f"/{ERRORS}/@v/{V}.{kind}")
-            assert (answer.status, answer.body) == (200, upstream.files[f"/{ERRORS}/@v/{V}.{kind}"])
-        assert upstream.seen == [f"/{ERRORS}/@v/{V}.mod", f"/{ERRORS}/@v/{V}.info"], "no zip was fetched"
-        assert await storage.list(ERRORS) == []
-        for _ in range(500):  # kept go.mod-only, off the answer's path: other workers and restarts have it
-            if await _has_mod(storage):
-                break
-            await deferLater(reactor, 0.01, lambda: None)
+        with saves as save_mod:
+            for kind in ("mod", "info"):
+                answer = await deferToThread(rawhttp.get, port, f"/{ERRORS}/@v/{V}.{kind}")
+                assert (answer.status, answer.body) == (200, upstream.files[f"/{ERRORS}/@v/{V}.{kind}"])
+            assert upstream.seen == [f"/{ERRORS}/@v/{V}.mod", f"/{ERRORS}/@v/{V}.info"], "no zip was fetched"
+            assert await storage.list(ERRORS) == []
+            for _ in range(500):  # kept go.mod-only, off the answer's path: other workers and restarts have it
+                if await _has_mod(storage):
+                    break
+                await deferLater(reactor, 0.01, lambda: None)
+            assert save_mod.call_count == 1, "the go.mod was kept once"
         assert await storage.go_mod(ERRORS, V) == upstream.files[f"/{ERRORS}/@v/{V}.mod"]
         assert not await storage.exists(ERRORS, V)
         answer = await deferToThread(rawhttp.get, port, f"/{ERRORS}/@v/{V}.zip")
