@@ -36,6 +36,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import attrs
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -144,14 +146,16 @@ def start_proxy(workdir: Path, upstream: str) -> Daemon:
 
 
 def measure(name: str, starter: Callable[[Path, str], Daemon] | None, work: Path, client: Path, gomod: Path,
-            nginx: Daemon, direct: set[str] | None) -> tuple[float, set[str]]:
+            nginx: Daemon | Remote, direct: set[str] | None) -> tuple[float, set[str]]:
     """
     One timed download (through a fresh server in ``work``, if any; the go command's caches in ``client``),
     its line of output; nginx's log read past the probes.
     """
     server = starter(work / "server", nginx.url) if starter else None
+    access_log = nginx.log.parent / "access.log" if nginx.log else None
     try:
-        upstream_requests(nginx.log.parent / "access.log")  # skip readiness probes
+        if access_log:
+            upstream_requests(access_log)  # skip readiness probes
         seconds, go_cpu, files = download(module_dir(gomod, client / "mod"), (server or nginx).url)
     except RuntimeError as e:
         raise RuntimeError(f"{e}\n{server.log}, its end:\n{server.logs()[-1500:]}" if server else str(e)) from None
@@ -159,11 +163,12 @@ def measure(name: str, starter: Callable[[Path, str], Daemon] | None, work: Path
         server_cpu = tree_cpu(server.process.pid) if server else 0.0
         if server:
             stop(server)
-    upstream = upstream_requests(nginx.log.parent / "access.log")
+    upstream = upstream_requests(access_log) if access_log else Counter()
     differs = f"  DIFFERS from direct: {len(direct - files)} missing, {len(files - direct)} extra" \
         if direct is not None and files != direct else ""
+    counted = "  nginx requests: " + " ".join(f"{upstream[k]} {k}" for k in KINDS_SEEN) if access_log else ""
     print(f"{name:6} {seconds:6.1f}s  cpu: go {go_cpu:.1f}s server {server_cpu:.1f}s  files: {count(files)}{differs}"
-          "  nginx requests: " + " ".join(f"{upstream[k]} {k}" for k in KINDS_SEEN), flush=True)
+          f"{counted}", flush=True)
     if server:
         log_problems(server, name)
     return seconds, files
@@ -178,12 +183,18 @@ def main() -> None:
     p.add_argument("--client-dir", type=Path, default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
                    help="where the go command's module cache goes (default: memory, /dev/shm): it writes GBs of "
                         "sources, the same in every way, whose disk write-back otherwise varies the times by 2x")
+    p.add_argument("--upstream", default="", help="a real GOPROXY (https://proxy.golang.org) instead of nginx on "
+                                                   "loopback: direct and the proxy's upstream (network noise included)")
     args = p.parse_args()
     athens_bin = os.environ.get("ATHENS_BIN")
     version = subprocess.run([GO, "version"], capture_output=True, text=True).stdout.strip()
     print(f"command: {' '.join(sys.argv)}\nmachine: {machine()}; nproc {os.cpu_count()}; {version}")
+    if args.upstream:
+        print(f"upstream {args.upstream}; proxy: twistd -n athens --workers {default_workers('disk')}, disk, log info")
+        with tempfile.TemporaryDirectory(prefix="athens-cold-graph-") as tmpdir:
+            report(rounds(args, {"direct": None, "proxy": start_proxy}, Path(tmpdir), Remote(args.upstream)))
+        return
     tree = prepare(args.gomod.resolve(), args.cache_dir)
-    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="athens-cold-graph-") as tmpdir:
         tmp = Path(tmpdir)
         shutil.copytree(tree, tmp / "goproxy", copy_function=os.link)
@@ -196,23 +207,42 @@ def main() -> None:
             ways: dict[str, Callable[[Path, str], Daemon] | None] = {"direct": None, "proxy": start_proxy}
             if athens_bin:
                 ways["athens"] = lambda d, upstream: start_go_athens(athens_bin, d, upstream)
-            for r in range(1, args.rounds + 1):
-                direct: set[str] | None = None
-                for name, starter in list(ways.items()):
-                    print(f"round {r} ", end="")
-                    try:
-                        with tempfile.TemporaryDirectory(dir=tmp) as work, \
-                                tempfile.TemporaryDirectory(dir=args.client_dir) as client:  # (read-only files too)
-                            seconds, files = measure(name, starter, Path(work), Path(client), args.gomod, nginx,
-                                                     direct)
-                    except RuntimeError as e:
-                        print(f"ERROR: {name}: {e}\n{name} skipped from now on")
-                        del ways[name]
-                        continue
-                    times.setdefault(name, []).append(seconds)
-                    direct = files if name == "direct" else direct
+            times = rounds(args, ways, tmp, nginx)
         finally:
             stop(nginx)
+    report(times)
+
+
+@attrs.frozen
+class Remote:
+    """A GOPROXY elsewhere (proxy.golang.org): its requests are not counted."""
+
+    url: str
+    log: None = None
+
+
+def rounds(args: argparse.Namespace, ways: dict[str, Callable[[Path, str], Daemon] | None], tmp: Path,
+           upstream: Daemon | Remote) -> dict[str, list[float]]:
+    """Each way in turn, round after round: the seconds of each."""
+    times: dict[str, list[float]] = {}
+    for r in range(1, args.rounds + 1):
+        direct: set[str] | None = None
+        for name, starter in list(ways.items()):
+            print(f"round {r} ", end="")
+            try:
+                with tempfile.TemporaryDirectory(dir=tmp) as work, \
+                        tempfile.TemporaryDirectory(dir=args.client_dir) as client:  # (read-only files too)
+                    seconds, files = measure(name, starter, Path(work), Path(client), args.gomod, upstream, direct)
+            except RuntimeError as e:
+                print(f"ERROR: {name}: {e}\n{name} skipped from now on")
+                del ways[name]
+                continue
+            times.setdefault(name, []).append(seconds)
+            direct = files if name == "direct" else direct
+    return times
+
+
+def report(times: dict[str, list[float]]) -> None:
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     print("medians: " + ", ".join(f"{n} {m:.2f}s" for n, m in medians.items()))
     if medians.get("direct"):
