@@ -200,14 +200,20 @@ async def test_hits_are_counted_and_logged(proxy):
     assert b'athens_cache_total{result="hit"} 3.0' in exposition
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_client_that_leaves_during_a_sendfile_is_logged_and_harms_nothing(proxy, tmp_path):
-    served, hits, storage = await proxy()
+async def _big_zip_remembered(served, storage) -> tuple[int, str, bytes]:
+    """A 24 MiB zip (more than socket buffers hold) that the hit path now answers: port, target, bytes."""
     big = module_zip(M, "v1.1.0", {f"b{i}.go": os.urandom(1 << 20) for i in range(24)})
     await storage.save(M, "v1.1.0", INFO.replace(b"v1.0.0", b"v1.1.0"), MOD, once(big))
     port = served.port.getHost().port
     target = f"/{M}/@v/v1.1.0.zip"
     assert (await deferToThread(rawhttp.get, port, target)).body == big  # remembered
+    return port, target, big
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_leaves_during_a_sendfile_is_logged_and_harms_nothing(proxy, tmp_path):
+    served, hits, storage = await proxy()
+    port, target, big = await _big_zip_remembered(served, storage)
 
     def leave_early() -> None:
         with socket.create_connection(("127.0.0.1", port)) as s:
@@ -239,16 +245,12 @@ async def test_answers_cleared_during_a_sendfile_leave_it_whole_and_then_close_t
     import threading
 
     served, hits, storage = await proxy()
-    big = module_zip(M, "v1.1.0", {f"b{i}.go": os.urandom(1 << 20) for i in range(24)})
-    await storage.save(M, "v1.1.0", INFO.replace(b"v1.0.0", b"v1.1.0"), MOD, once(big))
-    port = served.port.getHost().port
-    target = f"/{M}/@v/v1.1.0.zip"
-    assert (await deferToThread(rawhttp.get, port, target)).body == big  # remembered
+    port, target, big = await _big_zip_remembered(served, storage)
     path = hits.answers.get(target.encode()).path
     started, cleared = threading.Event(), threading.Event()
 
     def read_slowly() -> bytes:
-        with socket.create_connection(("127.0.0.1", port)) as s:  # (24 MiB: more than the socket buffers hold)
+        with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(rawhttp.request("GET", target, {"Connection": "close"}))
             data = s.recv(1000)
             started.set()
