@@ -4,14 +4,17 @@ A cold ``go mod download all`` of a real module graph, direct from an upstream G
 
     .venv/bin/python benchmarks/cold_graph.py --gomod path/to/go.mod [--rounds 3] [--cache-dir DIR]
     ATHENS_BIN=/path/to/athens .venv/bin/python benchmarks/cold_graph.py ...   # adds the Go Athens
+    ... --split-cores     # the go command on half the CPUs, nginx and the proxy on the other half
+    ... --upstream https://proxy.golang.org   # a real upstream instead of nginx on loopback
 
 Why: a cold cache behind an upstream proxy is the common first contact with the proxy; the goal is at most
 1.1x the time of going to the upstream directly.  How: once (cached under --cache-dir, keyed by the go.mod's
 hash), ``go mod download all`` from proxy.golang.org fills a module cache whose ``cache/download`` is a GOPROXY
 tree: zips for the build list, go.mod files alone for the rest of the graph.  nginx serves a hard-linked copy
 on loopback (plus the file hits.start_nginx probes).  Each round times, in turn, ``go mod download all`` with
-a fresh GOMODCACHE (in memory: --client-dir) in a fresh copy of the module: straight from nginx; through ``twistd -n athens`` (default
-workers, fresh disk store, upstream nginx, checksum verification off, log level info); with ATHENS_BIN,
+a fresh GOMODCACHE (in memory: --client-dir) in a fresh copy of the module: straight from nginx; through
+``twistd -n athens`` (default workers, fresh disk store, upstream nginx, checksum verification off, log level
+info); with ATHENS_BIN,
 through the Go Athens (fresh disk store, sync mode, its go command pointed at nginx).  The Go Athens fetches
 a whole version, zip included, even for a .mod request: it 404s, and is skipped, where the tree has a go.mod
 but no zip.  Prints times, medians, ratios to direct, CPU seconds of the go command and of the server, the
@@ -63,13 +66,31 @@ def module_dir(gomod: Path, work: Path) -> Path:
     return work
 
 
+#: With --split-cores: the CPUs of the go command, and of the servers (nginx, the proxy, Athens).
+CLIENT_CPUS: set[int] | None = None
+SERVER_CPUS: set[int] | None = None
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Every thread of a live process tree onto ``cpus`` (threads and processes it makes later inherit it)."""
+    if cpus is None:
+        return
+    for p in process_tree(pid):
+        for task in os.listdir(f"/proc/{p}/task"):
+            try:
+                os.sched_setaffinity(int(task), cpus)
+            except OSError:
+                pass  # ended meanwhile
+
+
 def download(work: Path, proxy: str, extra: str = "") -> tuple[float, float, set[str]]:
     """Time ``go mod download all``: wall and CPU seconds, the .info/.mod/.zip files it left in cache/download."""
     env = go_env(work, work / "modcache", proxy)  # explicit: temporary GOPATH, GOMODCACHE, GOCACHE; GOSUMDB=off
     env["GOFLAGS"] += extra
     del env["GONOSUMDB"]
     cpu, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
-    run = subprocess.run([GO, "mod", "download", "all"], cwd=work, env=env, capture_output=True, text=True)
+    run = subprocess.run([GO, "mod", "download", "all"], cwd=work, env=env, capture_output=True, text=True,
+                         preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if CLIENT_CPUS else None)
     seconds, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
     if run.returncode != 0:
         raise RuntimeError(f"go mod download all via {proxy} exited {run.returncode}:\n{run.stderr[-3000:]}")
@@ -152,6 +173,8 @@ def measure(name: str, starter: Callable[[Path, str], Daemon] | None, work: Path
     its line of output; nginx's log read past the probes.
     """
     server = starter(work / "server", nginx.url) if starter else None
+    if server:
+        pin(server.process.pid, SERVER_CPUS)
     access_log = nginx.log.parent / "access.log" if nginx.log else None
     try:
         if access_log:
@@ -185,10 +208,20 @@ def main() -> None:
                         "sources, the same in every way, whose disk write-back otherwise varies the times by 2x")
     p.add_argument("--upstream", default="", help="a real GOPROXY (https://proxy.golang.org) instead of nginx on "
                                                    "loopback: direct and the proxy's upstream (network noise included)")
+    p.add_argument("--split-cores", action="store_true",
+                   help="the go command on the first half of the CPUs, the servers on the rest (as in production, "
+                        "where client and proxy share no cores)")
     args = p.parse_args()
+    if args.split_cores:
+        global CLIENT_CPUS, SERVER_CPUS
+        cpus = sorted(os.sched_getaffinity(0))
+        CLIENT_CPUS, SERVER_CPUS = set(cpus[: len(cpus) // 2]), set(cpus[len(cpus) // 2 :])
+        if not CLIENT_CPUS:
+            p.error("--split-cores needs at least 2 CPUs")
     athens_bin = os.environ.get("ATHENS_BIN")
     version = subprocess.run([GO, "version"], capture_output=True, text=True).stdout.strip()
-    print(f"command: {' '.join(sys.argv)}\nmachine: {machine()}; nproc {os.cpu_count()}; {version}")
+    print(f"command: {' '.join(sys.argv)}\nmachine: {machine()}; nproc {os.cpu_count()}; {version}"
+          + (f"; go command on CPUs {sorted(CLIENT_CPUS)}, servers on {sorted(SERVER_CPUS)}" if CLIENT_CPUS else ""))
     if args.upstream:
         print(f"upstream {args.upstream}; proxy: twistd -n athens --workers {default_workers('disk')}, disk, log info")
         with tempfile.TemporaryDirectory(prefix="athens-cold-graph-") as tmpdir:
@@ -201,6 +234,7 @@ def main() -> None:
         (tmp / "goproxy" / KINDS[".mod"][1:]).parent.mkdir(parents=True, exist_ok=True)  # what start_nginx probes
         (tmp / "goproxy" / KINDS[".mod"][1:]).write_text("module probe\n")
         nginx = start_nginx(tmp / "nginx", tmp / "goproxy", os.cpu_count() or 1)
+        pin(nginx.process.pid, SERVER_CPUS)
         try:
             print(f"nginx {nginx.url}: worker_processes {os.cpu_count()}, sendfile; proxy: twistd -n athens --workers "
                   f"{default_workers('disk')}, disk, log info" + (f"; athens: {athens_bin}" if athens_bin else ""))
