@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +36,19 @@ def bucket(seaweedfs_server) -> str:
     return name
 
 
+def download_through(workdir: Path, env: dict[str, str]) -> dict:
+    """``go mod download -json MODULE@v1.0.0`` through a daemon started with ``env`` (stopped after), a fresh cache."""
+    daemon = start_daemon(workdir, env=env)
+    try:
+        work = workdir / "work"
+        work.mkdir()
+        (item,) = download_json(run(["go", "mod", "download", "-json", f"{MODULE}@v1.0.0"], work,
+                                    go_env(work, workdir / "cache", daemon.url)).stdout)
+        return item
+    finally:
+        stop_cleanly(daemon)
+
+
 def test_go_downloads_through_a_proxy_on_s3_and_a_second_one_serves_the_bucket(tmp_path, seaweedfs_server, bucket):
     origins = make_origins(tmp_path / "origins")
     repo = origins.repo(MODULE)
@@ -42,31 +56,17 @@ def test_go_downloads_through_a_proxy_on_s3_and_a_second_one_serves_the_bucket(t
                           "upper.go": 'package upper\n\nfunc Shout() string { return "S3" }\n'}, "v1.0.0")
     environ = s3_environ(seaweedfs_server, bucket)
 
-    filling = start_daemon(tmp_path / "filling", env=fetcher_env(origins, environ))
-    try:
-        work = tmp_path / "work1"
-        work.mkdir()
-        first = download_json(run(["go", "mod", "download", "-json", f"{MODULE}@v1.0.0"], work,
-                                  go_env(work, tmp_path / "cache1", filling.url)).stdout)
-    finally:
-        stop_cleanly(filling)
-    assert "Error" not in first[0], first
+    first = download_through(tmp_path / "filling", fetcher_env(origins, environ))
+    assert "Error" not in first, first
     status, listing = s3_request(seaweedfs_server, "GET", f"/{bucket}?list-type=2")
     assert status == 200
     for ext in ("info", "mod", "zip"):  # Athens' layout, the path's case as it is
         assert f"<Key>{MODULE}/@v/v1.0.0.{ext}</Key>".encode() in listing
 
-    serving = start_daemon(tmp_path / "serving", env={**environ, "ATHENS_NETWORK_MODE": "offline",
-                                                      "ATHENS_DOWNLOAD_MODE": "none"})
-    try:
-        work = tmp_path / "work2"
-        work.mkdir()
-        second = download_json(run(["go", "mod", "download", "-json", f"{MODULE}@v1.0.0"], work,
-                                   go_env(work, tmp_path / "cache2", serving.url)).stdout)
-    finally:
-        stop_cleanly(serving)
-    assert "Error" not in second[0], second
-    assert second[0]["Sum"] == first[0]["Sum"] and second[0]["GoModSum"] == first[0]["GoModSum"]
+    second = download_through(tmp_path / "serving", {**environ, "ATHENS_NETWORK_MODE": "offline",
+                                                     "ATHENS_DOWNLOAD_MODE": "none"})
+    assert "Error" not in second, second
+    assert second["Sum"] == first["Sum"] and second["GoModSum"] == first["GoModSum"]
 
 
 def test_a_bucket_that_does_not_exist_stops_the_daemon_with_the_key_named(tmp_path, seaweedfs_server):
